@@ -1,0 +1,263 @@
+"""Input-gradient norms of a classifier's outputs: the ingredients of R in eq. 5, eq. 7 and eq. 10.
+
+For an attack in the l_p norm, the sensitivity of output ``f_i`` at ``x`` is the dual norm
+``||∇_x f_i(x)||_{p*}`` (l_inf attack -> l_1 norm of the gradient; l_2 attack -> l_2 norm).
+``f`` is whatever is being mixed: the model's logits (``space="logit"``, the paper's eq. 5) or its
+softmax probabilities (``space="prob"``).
+
+Two ways of computing all ``c`` class gradients from **one** forward pass are provided:
+
+* ``"vmap"``: one backward pass vectorised with ``torch.vmap`` over one-hot cotangents (the VJP of the
+  forward graph applied to a chunk of basis vectors at once, ``autograd.grad(is_grads_batched=True)``);
+* ``"loop"``: one input-only backward pass per class, reusing the same forward graph.
+
+Both compute the gradient of the batch-summed output ``sum_b f_i(x_b)`` with respect to the batch, which
+equals the per-sample gradient for every model whose samples do not interact (any model in eval mode,
+including BatchNorm). A model whose forward mixes samples (BatchNorm in train mode) gets the gradient of
+that batch-coupled function: this module never switches a model between train and eval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Norm",
+    "Space",
+    "Method",
+    "ModelGradients",
+    "dual_norm",
+    "class_gradient_norms",
+    "predicted_class_gradient_norm",
+    "outputs_and_class_gradient_norms",
+    "outputs_and_predicted_gradient_norm",
+]
+
+logger = logging.getLogger(__name__)
+
+Norm = Literal["linf", "l2"]
+Space = Literal["logit", "prob"]
+Method = Literal["auto", "vmap", "loop"]
+
+_NORMS = ("linf", "l2")
+_SPACES = ("logit", "prob")
+_METHODS = ("auto", "vmap", "loop")
+_DEFAULT_VMAP_CHUNK = 16
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
+    """Raise a ``ValueError`` naming the allowed values when ``value`` is not one of them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+def dual_norm(grad: Tensor, norm: Norm, batch_dims: int = 1) -> Tensor:
+    """Dual norm ``||grad||_{p*}`` of the attack norm, over every dim after the first ``batch_dims``.
+
+    ``norm="linf"`` (attack in l_inf) returns the l_1 norm; ``norm="l2"`` returns the l_2 norm.
+    """
+    check_choice("norm", norm, _NORMS)
+    flat = grad.flatten(start_dim=batch_dims)
+    if norm == "linf":
+        return flat.abs().sum(dim=-1)
+    return torch.linalg.vector_norm(flat, ord=2, dim=-1)
+
+
+def _to_space(out: Tensor, space: Space) -> Tensor:
+    return out if space == "logit" else out.softmax(dim=-1)
+
+
+@dataclass
+class ModelGradients:
+    """One model's output on a batch and the dual norms of its input gradients.
+
+    ``output``: the model's raw output (logits), shape ``[B, c]``.
+    ``mixed``: the quantity being mixed (logits, or softmax probabilities in ``prob`` space).
+    ``norms``: ``[B, c]`` per-class norms (Jacobian form) or ``[B]`` (argmax form, eq. 10).
+    ``predicted``: ``[B]`` predicted classes (argmax form only).
+    """
+
+    output: Tensor
+    mixed: Tensor
+    norms: Tensor
+    predicted: Tensor | None = None
+
+
+def _input_for_grad(x: Tensor) -> Tensor:
+    """``x`` itself if autograd already tracks it (so callers keep their graph), else a tracked copy."""
+    return x if x.requires_grad else x.detach().requires_grad_(True)
+
+
+def _check_output(out: Tensor, x: Tensor, who: str) -> None:
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{who} returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; expected "
+            f"[batch={x.shape[0]}, classes]. Is the input batched and of the rank the model expects?"
+        )
+
+
+def _grads_loop(
+    mixed: Tensor, x: Tensor, classes: Tensor, norm: Norm, create_graph: bool, retain_last: bool
+) -> Tensor:
+    cols = []
+    last = classes.numel() - 1
+    for n, cls in enumerate(classes.tolist()):
+        (grad,) = torch.autograd.grad(
+            mixed[:, cls].sum(),
+            x,
+            retain_graph=create_graph or retain_last or n < last,
+            create_graph=create_graph,
+        )
+        cols.append(dual_norm(grad, norm))
+    return torch.stack(cols, dim=1)
+
+
+def _grads_vmap(
+    mixed: Tensor,
+    x: Tensor,
+    classes: Tensor,
+    norm: Norm,
+    create_graph: bool,
+    retain_last: bool,
+    chunk_size: int,
+) -> Tensor:
+    c = mixed.shape[1]
+    eye = torch.eye(c, dtype=mixed.dtype, device=mixed.device)
+    blocks = []
+    chunks = classes.split(chunk_size)
+    for n, chunk in enumerate(chunks):
+        cotangents = eye[chunk].unsqueeze(1).expand(chunk.numel(), mixed.shape[0], c)
+        (grads,) = torch.autograd.grad(
+            mixed,
+            x,
+            grad_outputs=cotangents,
+            is_grads_batched=True,
+            retain_graph=create_graph or retain_last or n < len(chunks) - 1,
+            create_graph=create_graph,
+        )
+        blocks.append(dual_norm(grads, norm, batch_dims=2).transpose(0, 1))
+    return torch.cat(blocks, dim=1)
+
+
+def resolve_method(method: Method, device: torch.device) -> Literal["vmap", "loop"]:
+    """``auto`` picks the path measured faster on the device (see ``benchmarks/sensitivity.py``).
+
+    On CUDA the vectorised backward wins; on CPU the per-class loop does as well or better and uses
+    less memory.
+    """
+    check_choice("method", method, _METHODS)
+    if method != "auto":
+        return method
+    return "vmap" if device.type == "cuda" else "loop"
+
+
+def outputs_and_class_gradient_norms(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    norm: Norm = "linf",
+    space: Space = "logit",
+    classes: Sequence[int] | Tensor | None = None,
+    chunk_size: int | None = None,
+    method: Method = "auto",
+    create_graph: bool = False,
+    keep_graph: bool = False,
+) -> ModelGradients:
+    """One forward pass of ``model`` plus the per-class dual gradient norms (the Jacobian form, eq. 5/7).
+
+    ``create_graph=True`` makes the norms differentiable (double backward); ``keep_graph=True`` keeps the
+    forward graph alive so the caller can backpropagate through ``output`` afterwards. With both False,
+    nothing is retained once this returns.
+    """
+    check_choice("norm", norm, _NORMS)
+    check_choice("space", space, _SPACES)
+    with torch.enable_grad():
+        xg = _input_for_grad(x)
+        out = model(xg)
+        _check_output(out, x, type(model).__name__)
+        mixed = _to_space(out, space)
+        c = mixed.shape[1]
+        idx = _class_index(classes, c, mixed.device)
+        path = resolve_method(method, x.device)
+        if path == "vmap":
+            try:
+                norms = _grads_vmap(
+                    mixed, xg, idx, norm, create_graph, keep_graph, chunk_size or _DEFAULT_VMAP_CHUNK
+                )
+            except RuntimeError as err:  # ops without a batching rule for their backward
+                logger.debug("vmap Jacobian failed for %s (%s); using the per-class loop", type(model), err)
+                norms = _grads_loop(mixed, xg, idx, norm, create_graph, keep_graph)
+        else:
+            norms = _grads_loop(mixed, xg, idx, norm, create_graph, keep_graph)
+    return ModelGradients(output=out, mixed=mixed, norms=norms)
+
+
+def outputs_and_predicted_gradient_norm(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    norm: Norm = "linf",
+    space: Space = "logit",
+    create_graph: bool = False,
+    keep_graph: bool = False,
+) -> ModelGradients:
+    """One forward and one input-only backward: the norm of the predicted class's gradient (eq. 10)."""
+    check_choice("norm", norm, _NORMS)
+    check_choice("space", space, _SPACES)
+    with torch.enable_grad():
+        xg = _input_for_grad(x)
+        out = model(xg)
+        _check_output(out, x, type(model).__name__)
+        mixed = _to_space(out, space)
+        predicted = out.detach().argmax(dim=1)
+        selected = mixed.gather(1, predicted.unsqueeze(1)).sum()
+        (grad,) = torch.autograd.grad(
+            selected, xg, retain_graph=create_graph or keep_graph, create_graph=create_graph
+        )
+        norms = dual_norm(grad, norm)
+    return ModelGradients(output=out, mixed=mixed, norms=norms, predicted=predicted)
+
+
+def _class_index(classes: Sequence[int] | Tensor | None, c: int, device: torch.device) -> Tensor:
+    if classes is None:
+        return torch.arange(c, device=device)
+    idx = torch.as_tensor(classes, dtype=torch.long, device=device).flatten()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= c:
+        raise ValueError(f"classes must be non-empty indices in [0, {c}); got {idx.tolist()}")
+    return idx
+
+
+def class_gradient_norms(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    x: Tensor,
+    norm: Norm = "linf",
+    space: Space = "logit",
+    classes: Sequence[int] | Tensor | None = None,
+    chunk_size: int | None = None,
+    method: Method = "auto",
+) -> Tensor:
+    """``||∇_x f_i(x)||_{p*}`` for each sample and each class in ``classes`` (default: all): ``[B, k]``.
+
+    ``f`` is the model's logits (``space="logit"``) or softmax probabilities (``space="prob"``);
+    ``p*`` is the dual of the attack norm (``linf`` -> l_1, ``l2`` -> l_2). ``chunk_size`` bounds how many
+    classes are differentiated at once on the ``vmap`` path, so c = 1000 fits in memory. Works under
+    ``torch.no_grad()``; the result is detached.
+    """
+    result = outputs_and_class_gradient_norms(model, x, norm, space, classes, chunk_size, method)
+    return result.norms.detach()
+
+
+def predicted_class_gradient_norm(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    x: Tensor,
+    norm: Norm = "linf",
+    space: Space = "logit",
+) -> tuple[Tensor, Tensor]:
+    """The argmax form of eq. 10: ``(||∇_x f_k(x)||_{p*}, k)`` with ``k = argmax_i f_i(x)``, each ``[B]``."""
+    result = outputs_and_predicted_gradient_norm(model, x, norm, space)
+    assert result.predicted is not None
+    return result.norms.detach(), result.predicted
