@@ -94,8 +94,24 @@ def _input_for_grad(x: Tensor) -> Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
+def run_model(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``model(x)``, turning shape errors into a ``ValueError`` that says what the input looked like."""
+    who = type(model).__name__
+    try:
+        out = model(x)
+    except RuntimeError as err:
+        if "shape" not in str(err) and "size" not in str(err) and "dimension" not in str(err):
+            raise
+        raise ValueError(
+            f"{who} failed on an input of shape {tuple(x.shape)}: {err}. Is the input batched ([B, ...]) "
+            "and of the shape the model expects?"
+        ) from err
+    _check_output(out, x, who)
+    return out
+
+
 def _check_output(out: Tensor, x: Tensor, who: str) -> None:
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
             f"{who} returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; expected "
             f"[batch={x.shape[0]}, classes]. Is the input batched and of the rank the model expects?"
@@ -124,21 +140,21 @@ def _grads_vmap(
     classes: Tensor,
     norm: Norm,
     create_graph: bool,
-    retain_last: bool,
     chunk_size: int,
 ) -> Tensor:
     c = mixed.shape[1]
     eye = torch.eye(c, dtype=mixed.dtype, device=mixed.device)
     blocks = []
     chunks = classes.split(chunk_size)
-    for n, chunk in enumerate(chunks):
+    for chunk in chunks:
         cotangents = eye[chunk].unsqueeze(1).expand(chunk.numel(), mixed.shape[0], c)
         (grads,) = torch.autograd.grad(
             mixed,
             x,
             grad_outputs=cotangents,
             is_grads_batched=True,
-            retain_graph=create_graph or retain_last or n < len(chunks) - 1,
+            # Always retained: if a later chunk fails under vmap, the per-class loop reuses the graph.
+            retain_graph=True,
             create_graph=create_graph,
         )
         blocks.append(dual_norm(grads, norm, batch_dims=2).transpose(0, 1))
@@ -178,17 +194,14 @@ def outputs_and_class_gradient_norms(
     check_choice("space", space, _SPACES)
     with torch.enable_grad():
         xg = _input_for_grad(x)
-        out = model(xg)
-        _check_output(out, x, type(model).__name__)
+        out = run_model(model, xg)
         mixed = _to_space(out, space)
         c = mixed.shape[1]
         idx = _class_index(classes, c, mixed.device)
         path = resolve_method(method, x.device)
         if path == "vmap":
             try:
-                norms = _grads_vmap(
-                    mixed, xg, idx, norm, create_graph, keep_graph, chunk_size or _DEFAULT_VMAP_CHUNK
-                )
+                norms = _grads_vmap(mixed, xg, idx, norm, create_graph, chunk_size or _DEFAULT_VMAP_CHUNK)
             except RuntimeError as err:  # ops without a batching rule for their backward
                 logger.debug("vmap Jacobian failed for %s (%s); using the per-class loop", type(model), err)
                 norms = _grads_loop(mixed, xg, idx, norm, create_graph, keep_graph)
@@ -210,8 +223,7 @@ def outputs_and_predicted_gradient_norm(
     check_choice("space", space, _SPACES)
     with torch.enable_grad():
         xg = _input_for_grad(x)
-        out = model(xg)
-        _check_output(out, x, type(model).__name__)
+        out = run_model(model, xg)
         mixed = _to_space(out, space)
         predicted = out.detach().argmax(dim=1)
         selected = mixed.gather(1, predicted.unsqueeze(1)).sum()

@@ -29,6 +29,7 @@ from .sensitivity import (
     check_choice,
     outputs_and_class_gradient_norms,
     outputs_and_predicted_gradient_norm,
+    run_model,
 )
 
 __all__ = ["AdaptiveSmoothing", "SmoothingOutput", "mix", "mixing_weight", "BETA_CLAMP", "Mode"]
@@ -311,12 +312,7 @@ class AdaptiveSmoothing(nn.Module):
 
 def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool) -> ModelGradients:
     with torch.set_grad_enabled(caller_grad):
-        out = model(x)
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{type(model).__name__} returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-            "expected [batch, classes]"
-        )
+        out = run_model(model, x)
     return ModelGradients(output=out, mixed=out, norms=torch.ones((), device=out.device))
 
 
