@@ -61,12 +61,18 @@ def dual_norm(grad: Tensor, norm: Norm, batch_dims: int = 1) -> Tensor:
     """Dual norm ``||grad||_{p*}`` of the attack norm, over every dim after the first ``batch_dims``.
 
     ``norm="linf"`` (attack in l_inf) returns the l_1 norm; ``norm="l2"`` returns the l_2 norm.
+    Half-precision gradients (autocast) are reduced in float32.
     """
     check_choice("norm", norm, _NORMS)
-    flat = grad.flatten(start_dim=batch_dims)
+    flat = upcast(grad.flatten(start_dim=batch_dims))
     if norm == "linf":
         return flat.abs().sum(dim=-1)
     return torch.linalg.vector_norm(flat, ord=2, dim=-1)
+
+
+def upcast(t: Tensor) -> Tensor:
+    """float16/bfloat16 tensors (from autocast) become float32; other dtypes are returned unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _to_space(out: Tensor, space: Space) -> Tensor:

@@ -30,6 +30,7 @@ from .sensitivity import (
     outputs_and_class_gradient_norms,
     outputs_and_predicted_gradient_norm,
     run_model,
+    upcast,
 )
 
 __all__ = ["AdaptiveSmoothing", "SmoothingOutput", "mix", "mixing_weight", "BETA_CLAMP", "Mode"]
@@ -251,9 +252,10 @@ class AdaptiveSmoothing(nn.Module):
         return result
 
     def _mixed_inputs(self, g_res: ModelGradients, h_res: ModelGradients) -> tuple[Tensor, Tensor]:
+        g_out, h_out = upcast(g_res.output), upcast(h_res.output)  # mix in fp32 under autocast
         if self.space == "logit":
-            return g_res.output, h_res.output
-        return g_res.output.log_softmax(dim=1), h_res.output.log_softmax(dim=1)
+            return g_out, h_out
+        return g_out.log_softmax(dim=1), h_out.log_softmax(dim=1)
 
     def _model_outputs(self, x: Tensor, caller_grad: bool) -> tuple[ModelGradients, ModelGradients]:
         if self.mode == "none":
@@ -284,7 +286,7 @@ class AdaptiveSmoothing(nn.Module):
 
     def _ratio(self, g_res: ModelGradients, h_res: ModelGradients) -> Tensor:
         if self.mode == "none":
-            return torch.ones((), dtype=g_res.output.dtype, device=g_res.output.device)
+            return torch.ones((), dtype=upcast(g_res.output).dtype, device=g_res.output.device)
         R = g_res.norms
         if self.h_differentiable:
             R = R / (h_res.norms + self.eps_c)
