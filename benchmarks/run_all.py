@@ -1,0 +1,18 @@
+"""``make bench``: run every benchmark script in this folder, one after another."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPTS = ["sensitivity.py", "memory.py", "training.py"]
+
+if __name__ == "__main__":
+    failed = []
+    for name in SCRIPTS:
+        print(f"== {name}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / name)], cwd=HERE).returncode != 0:
+            failed.append(name)
+    sys.exit(f"failed: {', '.join(failed)}" if failed else 0)
