@@ -10,7 +10,7 @@ import argparse
 import json
 
 import torch
-from timing import devices, median_seconds
+from timing import devices, interleaved_ratio
 
 from robustmix import AdaptiveSmoothing
 
@@ -32,30 +32,33 @@ def measure(device: torch.device, batch: int, classes: list[int], repeats: int) 
         with torch.no_grad():
             g(x), h(x)
 
-    base = median_seconds(plain, device, repeats)
-    with torch.no_grad():
-        t_g = median_seconds(lambda: g(x), device, repeats)
+    def g_only():
+        with torch.no_grad():
+            g(x)
+
     argmax = AdaptiveSmoothing(g, h, alpha=1.0, mode="argmax")
-    t_argmax = median_seconds(lambda: argmax(x), device, repeats)
-    result.update(fwd_g_plus_h_s=base, fwd_g_s=t_g, argmax_s=t_argmax)
+    ratio, t_argmax, base = interleaved_ratio(lambda: argmax(x), plain, device, repeats)
+    ratio_g, _, t_g = interleaved_ratio(lambda: argmax(x), g_only, device, repeats)
+    result.update(fwd_g_plus_h_s=base, fwd_g_s=t_g, argmax_s=t_argmax, argmax_ratio=ratio, argmax_vs_g_ratio=ratio_g)
     print(f"[{device}] batch {batch}: g fwd + h fwd = {base * 1e3:.1f} ms")
-    print(f"  argmax-mode overhead = {t_argmax / base:.2f}x (g fwd + h fwd), {t_argmax / t_g:.2f}x (g fwd alone)")
+    print(f"  argmax-mode overhead = {ratio:.2f}x (g fwd + h fwd), {ratio_g:.2f}x (g fwd alone)")
     for c in classes:
         g, h = resnet_pair(c, device)
-        with torch.no_grad():
-            base_c = median_seconds(lambda: (g(x), h(x)), device, repeats)
-        times = {}
+
+        def plain_c(g=g, h=h):
+            with torch.no_grad():
+                g(x), h(x)
+
+        ratios = {}
         for method in ("loop", "vmap", "auto"):
             model = AdaptiveSmoothing(g, h, alpha=1.0, mode="jacobian", jacobian_method=method)
-            times[method] = median_seconds(lambda m=model: m(x), device, max(1, repeats // 2))
-        best = min(times["loop"], times["vmap"])
+            ratios[method] = interleaved_ratio(lambda m=model: m(x), plain_c, device, max(3, repeats // 2))[0]
+        best = min(ratios["loop"], ratios["vmap"])
         print(
-            f"  jacobian c={c}: loop {times['loop'] / base_c:.1f}x, vmap {times['vmap'] / base_c:.1f}x, "
-            f"auto {times['auto'] / base_c:.1f}x (floor about {1 + c}x); auto / faster path = {times['auto'] / best:.2f}x"
+            f"  jacobian c={c}: loop {ratios['loop']:.1f}x, vmap {ratios['vmap']:.1f}x, "
+            f"auto {ratios['auto']:.1f}x (floor about {1 + c}x); auto / faster path = {ratios['auto'] / best:.2f}x"
         )
-        result[f"jacobian_c{c}"] = {k: v / base_c for k, v in times.items()} | {"auto_vs_best": times["auto"] / best}
-    result["argmax_ratio"] = t_argmax / base
-    result["argmax_vs_g_ratio"] = t_argmax / t_g
+        result[f"jacobian_c{c}"] = ratios | {"auto_vs_best": ratios["auto"] / best}
     return result
 
 
@@ -63,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.manual_seed(0)
     for device in devices():

@@ -33,3 +33,20 @@ def devices() -> list[torch.device]:
     if torch.cuda.is_available():
         found.append(torch.device("cuda"))
     return found
+
+
+def interleaved_ratio(
+    fn: Callable[[], object], baseline: Callable[[], object], device: torch.device, repeats: int = 7
+) -> tuple[float, float, float]:
+    """Median of per-round ``time(fn) / time(baseline)``, the two run back to back in each round.
+
+    Interleaving cancels most of the drift a shared machine adds. Returns (ratio, fn s, baseline s).
+    """
+    fn()
+    baseline()
+    ratios, t_fn, t_base = [], [], []
+    for _ in range(repeats):
+        t_base.append(median_seconds(baseline, device, repeats=1, warmup=0))
+        t_fn.append(median_seconds(fn, device, repeats=1, warmup=0))
+        ratios.append(t_fn[-1] / t_base[-1])
+    return statistics.median(ratios), statistics.median(t_fn), statistics.median(t_base)

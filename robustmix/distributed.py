@@ -1,0 +1,74 @@
+"""Multi-process training and evaluation on ``torch.distributed`` (launch with ``torchrun``).
+
+``torchrun --nproc_per_node=N`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``;
+:func:`init_from_env` reads them, picks ``nccl`` on CUDA and ``gloo`` on CPU, and returns a
+:class:`DistContext`. A single process (no ``WORLD_SIZE`` in the environment) gets a context with
+``world_size == 1`` and nothing is initialised, so the same script runs both ways.
+
+Multi-node: run the same command on every node, e.g. on 2 nodes with 8 GPUs each::
+
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK \
+        --rdzv_backend=c10d --rdzv_endpoint=$HEAD_NODE_IP:29500 examples/train_policy.py ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "init_from_env", "all_reduce_sum", "shard"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: ``rank`` of ``world_size`` processes, computing on ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(backend: str | None = None, device: str | None = None) -> DistContext:
+    """Initialise the default process group from torchrun's environment (no-op for one process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world_size == 1:
+        return DistContext(device=dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``tensor`` over all processes (returns it unchanged for one process)."""
+    if ctx.distributed:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shard(n: int, ctx: DistContext) -> slice:
+    """The contiguous part of a global batch of ``n`` items that this rank processes.
+
+    ``n`` must divide evenly so every rank computes the same-size local batch; DDP's gradient average
+    over ranks then equals the gradient of the mean loss over the global batch.
+    """
+    if n % ctx.world_size:
+        raise ValueError(f"global batch {n} is not divisible by world size {ctx.world_size}")
+    per = n // ctx.world_size
+    return slice(ctx.rank * per, (ctx.rank + 1) * per)
