@@ -6,6 +6,9 @@ For each class ``i`` the mixture is (eq. 5)
     R_i(x)   = ||∇g_i(x)||_{p*} / (||∇h_i(x)||_{p*} + eps_c),
 
 with α fixed or produced per input by a policy as α = exp(β(x)), β clamped to [-14, 14] (eq. 7).
+The authors' later public release is also expressible: ``alpha_transform="sigmoid"`` maps the policy
+output γ to the weight on h, ``w = low + (high - low)·sigmoid(γ)`` (α = w / (1 - w), so that
+α/(1+α) = w), and ``logit_scales`` multiplies each model's logits by a fixed factor before mixing.
 ``mode="argmax"`` uses one R per input from the predicted classes of each model (eq. 10);
 ``mode="none"`` uses R = 1, a fixed convex mix with weight α/(1+α) on h. When ``h`` has no input
 gradients (the K-NN oracle of eq. 2), R_i = ||∇g_i||_{p*}.
@@ -14,9 +17,11 @@ gradients (the K-NN oracle of eq. 2), R_i = ||∇g_i||_{p*}.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -145,6 +150,14 @@ class AdaptiveSmoothing(nn.Module):
         jacobian_method / chunk_size: how the per-class gradients are computed, see
             :func:`robustmix.sensitivity.class_gradient_norms`.
         validate: check inputs (finite, floating, on the models' device) on every call.
+        logit_scales: ``(s_g, s_h)``, fixed positive factors applied to g's and h's logits before mixing
+            (inverse temperatures of the authors' later release). Needs ``mode="none"``, because R is
+            computed on the models' own outputs; wrap the models instead for gradient-based modes.
+        alpha_transform: how a policy's output becomes α: ``"exp"`` (eq. 7, default: α = exp(β), β
+            clamped to [-14, 14]) or ``"sigmoid"`` (the later release: weight on h
+            ``w = low + (high - low)·sigmoid(γ)`` with ``(low, high) = alpha_range``, α = w/(1 - w)).
+            Fixed α is never transformed. ``SmoothingOutput.beta`` holds β or γ respectively.
+        alpha_range: ``(low, high)`` with ``0 <= low < high <= 1``, used by ``alpha_transform="sigmoid"``.
 
     ``forward`` works under ``torch.no_grad()``/``torch.inference_mode()`` (gradients for R are taken
     internally) and is differentiable end to end when the caller tracks gradients. g and h are never
@@ -165,6 +178,9 @@ class AdaptiveSmoothing(nn.Module):
         jacobian_method: Method = "auto",
         chunk_size: int | None = None,
         validate: bool = True,
+        logit_scales: tuple[float, float] = (1.0, 1.0),
+        alpha_transform: Literal["exp", "sigmoid"] = "exp",
+        alpha_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__()
         check_choice("mode", mode, _MODES)
@@ -174,6 +190,18 @@ class AdaptiveSmoothing(nn.Module):
             raise ValueError("give exactly one of alpha= (a fixed trade-off) or policy= (an adaptive one)")
         if not eps_c > 0:
             raise ValueError(f"eps_c must be positive, got {eps_c}")
+        check_choice("alpha_transform", alpha_transform, ("exp", "sigmoid"))
+        scales = tuple(float(s) for s in logit_scales)
+        if len(scales) != 2 or not all(math.isfinite(s) and s > 0 for s in scales):
+            raise ValueError(f"logit_scales must be two finite positive numbers (s_g, s_h), got {logit_scales}")
+        if scales != (1.0, 1.0) and mode != "none":
+            raise ValueError("logit_scales other than (1, 1) need mode='none'; wrap g and h to scale them otherwise")
+        low, high = (float(v) for v in alpha_range)
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"alpha_range must be (low, high) with 0 <= low < high <= 1, got {alpha_range}")
+        self.logit_scales: tuple[float, float] = (scales[0], scales[1])
+        self.alpha_transform = alpha_transform
+        self.alpha_range: tuple[float, float] = (low, high)
         self.g = g
         self.h = h
         self.policy = policy
@@ -233,6 +261,11 @@ class AdaptiveSmoothing(nn.Module):
         beta = None
         if override is not None:
             alpha_t = _as_batch_alpha(override, x)
+        elif self.policy is not None and self.alpha_transform == "sigmoid":
+            beta = self.policy(x, g_res.output, h_res.output).reshape(-1)
+            low, high = self.alpha_range
+            w = low + (high - low) * torch.sigmoid(beta)
+            alpha_t = w / (1 - w)
         elif self.policy is not None:
             beta = self.policy(x, g_res.output, h_res.output).reshape(-1).clamp(*BETA_CLAMP)
             alpha_t = beta.exp()
@@ -253,6 +286,8 @@ class AdaptiveSmoothing(nn.Module):
 
     def _mixed_inputs(self, g_res: ModelGradients, h_res: ModelGradients) -> tuple[Tensor, Tensor]:
         g_out, h_out = upcast(g_res.output), upcast(h_res.output)  # mix in fp32 under autocast
+        if self.logit_scales != (1.0, 1.0):
+            g_out, h_out = g_out * self.logit_scales[0], h_out * self.logit_scales[1]
         if self.space == "logit":
             return g_out, h_out
         return g_out.log_softmax(dim=1), h_out.log_softmax(dim=1)
@@ -310,6 +345,26 @@ class AdaptiveSmoothing(nn.Module):
     def extra_repr(self) -> str:
         alpha = "policy" if self.policy is not None else self._alpha
         return f"alpha={alpha}, mode={self.mode!r}, norm={self.norm!r}, space={self.space!r}, eps_c={self.eps_c}"
+
+    # -- Hub (delegates to robustmix.hub; huggingface_hub is imported only when a download/upload needs it) --
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`robustmix.hub.save_pretrained`."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **kwargs: Any) -> AdaptiveSmoothing:
+        """Load a saved model (directory, Hub repo id or zoo name); see :func:`robustmix.hub.from_pretrained`."""
+        from .hub import from_pretrained
+
+        return from_pretrained(name_or_path, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Save to a temporary directory and upload it; see :func:`robustmix.hub.push_to_hub`."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool) -> ModelGradients:

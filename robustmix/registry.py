@@ -1,0 +1,261 @@
+"""Architecture registry: configs name the base models g and h by a registered name plus JSON kwargs.
+
+A saved model's ``config.json`` never names an importable path; :func:`build_architecture` looks the
+name up in this registry and calls the factory registered under it. Nothing from a config is imported
+or executed, so a config can only choose among the factories the running program registered.
+
+Pre-registered (the heavy imports happen only when a factory is called):
+
+* ``"digits_cnn"`` — the demo's 3-conv CNN for 8x8 digits (:func:`robustmix.demo_models.digits_cnn`);
+* ``"torchvision_resnet18"`` — ``torchvision.models.resnet18(weights=None, num_classes=...)``;
+* ``"cifar_resnet18"`` — the same network with the usual CIFAR stem (3x3 stride-1 first conv, no max-pool).
+
+Policies (eq. 7, Fig. 1) are registered the same way, by class name: ``"PolicyNet"`` and ``"LogitPolicy"``
+from :mod:`robustmix.policy` (imported when first built); :func:`register_policy` adds others.
+
+Models built here remember how they were built (:func:`architecture_spec`), so
+:meth:`~robustmix.smoothing.AdaptiveSmoothing.save_pretrained` can write their names into the config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "register_architecture",
+    "build_architecture",
+    "list_architectures",
+    "architecture_spec",
+    "tag_architecture",
+    "Normalized",
+    "register_policy",
+    "build_policy",
+    "list_policies",
+    "policy_name",
+]
+
+ArchitectureFactory = Callable[..., nn.Module]
+
+_ARCHITECTURES: dict[str, ArchitectureFactory] = {}
+_SPEC_ATTR = "robustmix_architecture"
+
+
+def register_architecture(name: str, factory: ArchitectureFactory, overwrite: bool = False) -> None:
+    """Register ``factory(**kwargs) -> nn.Module`` under ``name`` (a non-empty string without ``/`` or ``:``).
+
+    Re-registering an existing name needs ``overwrite=True``, so a library cannot silently replace one.
+    """
+    if not isinstance(name, str) or not name or any(ch in name for ch in "/:\\ "):
+        raise ValueError(f"architecture names must be non-empty strings without '/', ':', '\\' or spaces, got {name!r}")
+    if not callable(factory):
+        raise ValueError(f"the factory for {name!r} must be callable, got {type(factory).__name__}")
+    if name in _ARCHITECTURES and not overwrite and _ARCHITECTURES[name] is not factory:
+        raise ValueError(f"architecture {name!r} is already registered; pass overwrite=True to replace it")
+    _ARCHITECTURES[name] = factory
+
+
+def list_architectures() -> list[str]:
+    """The registered architecture names, sorted."""
+    return sorted(_ARCHITECTURES)
+
+
+def _factory(name: object) -> ArchitectureFactory:
+    if not isinstance(name, str) or name not in _ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {name!r}; registered architectures: {', '.join(list_architectures())}. "
+            "Register your own with robustmix.registry.register_architecture(name, factory) before loading."
+        )
+    return _ARCHITECTURES[name]
+
+
+def _check_json_value(value: object, where: str) -> None:
+    """Only JSON data (numbers, strings, booleans, None, lists, string-keyed dicts) may reach a factory."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be finite, got {value}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json_value(v, f"{where}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where} has a non-string key {k!r}")
+            _check_json_value(v, f"{where}.{k}")
+        return
+    raise ValueError(f"{where} must be JSON data (numbers, strings, lists, dicts), got {type(value).__name__}")
+
+
+def _check_kwargs(name: str, factory: ArchitectureFactory, kwargs: Mapping[str, Any]) -> None:
+    _check_json_value(dict(kwargs), f"kwargs of {name!r}")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        params = [p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        accepted = ", ".join(p.name for p in params) or "none"
+        raise ValueError(f"bad kwargs {sorted(kwargs)} for architecture {name!r} ({err}); it accepts: {accepted}") from None
+
+
+class Normalized(nn.Module):
+    """``model((x - mean) / std)`` with per-channel ``mean``/``std`` (kept out of the state dict)."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean_t = torch.tensor([float(m) for m in mean])
+        std_t = torch.tensor([float(s) for s in std])
+        if mean_t.shape != std_t.shape or mean_t.dim() != 1 or not (std_t > 0).all():
+            raise ValueError(f"normalization needs equally long mean and positive std lists, got {mean}, {std}")
+        self.model = model
+        self.register_buffer("mean", mean_t[None, :, None, None], persistent=False)
+        self.register_buffer("std", std_t[None, :, None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+def tag_architecture(
+    model: nn.Module, name: str, kwargs: Mapping[str, Any] | None = None, normalization: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Record on ``model`` that it is ``build_architecture(name, **kwargs)`` (for models built by hand)."""
+    _factory(name)
+    kwargs = dict(kwargs or {})
+    _check_json_value(kwargs, f"kwargs of {name!r}")
+    spec = {"name": name, "kwargs": kwargs, "normalization": None if normalization is None else dict(normalization)}
+    object.__setattr__(model, _SPEC_ATTR, spec)
+    return model
+
+
+def architecture_spec(model: nn.Module) -> dict[str, Any] | None:
+    """``{"name", "kwargs", "normalization"}`` for a model built by :func:`build_architecture`, else None."""
+    spec = getattr(model, _SPEC_ATTR, None)
+    return None if spec is None else {**spec, "kwargs": dict(spec["kwargs"])}
+
+
+def build_architecture(name: str, normalization: Mapping[str, Any] | None = None, **kwargs: Any) -> nn.Module:
+    """Build the architecture registered as ``name`` with JSON ``kwargs`` (random weights).
+
+    ``normalization={"mean": [...], "std": [...]}`` wraps the model in :class:`Normalized`. Unknown names
+    and kwargs the factory does not accept raise a ``ValueError`` listing what is available.
+    """
+    factory = _factory(name)
+    _check_kwargs(name, factory, kwargs)
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the factory of {name!r} returned {type(model).__name__}, not an nn.Module")
+    if normalization is not None:
+        extra = set(normalization) - {"mean", "std"}
+        if extra or set(normalization) != {"mean", "std"}:
+            raise ValueError(f"normalization must have exactly the keys 'mean' and 'std', got {sorted(normalization)}")
+        _check_json_value(dict(normalization), "normalization")
+        model = Normalized(model, normalization["mean"], normalization["std"])
+    return tag_architecture(model, name, kwargs, normalization)
+
+
+# -- pre-registered architectures --------------------------------------------------------------------
+def _digits_cnn(num_classes: int = 10, channels: Sequence[int] = (16, 32, 64)) -> nn.Module:
+    from .demo_models import digits_cnn
+
+    return digits_cnn(num_classes=num_classes, channels=tuple(int(c) for c in channels))
+
+
+def _torchvision_resnet18(num_classes: int = 1000) -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None, num_classes=num_classes)
+
+
+def _cifar_resnet18(num_classes: int = 10) -> nn.Module:
+    """ResNet-18 with the CIFAR stem: a 3x3 stride-1 first conv and no max-pool (32x32 inputs)."""
+    model = _torchvision_resnet18(num_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+register_architecture("digits_cnn", _digits_cnn)
+register_architecture("torchvision_resnet18", _torchvision_resnet18)
+register_architecture("cifar_resnet18", _cifar_resnet18)
+
+
+# -- policies ----------------------------------------------------------------------------------------
+#: name -> (factory(g, h, **config) -> policy, the callable whose signature the config must fit)
+PolicyFactory = Callable[..., nn.Module]
+_POLICIES: dict[str, Callable[[], tuple[PolicyFactory, Callable[..., Any]]]] = {}
+
+
+def register_policy(name: str, factory: PolicyFactory, overwrite: bool = False) -> None:
+    """Register a policy class (or ``factory(g, h, **config)``) under ``name``.
+
+    A class is registered under its ``__name__``; saving a model whose policy has that class name writes
+    ``{"type": name, "config": policy.get_config()}``. Classes with a ``g`` parameter receive g and h.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"policy names must be Python identifiers, got {name!r}")
+    if name in _POLICIES and not overwrite:
+        raise ValueError(f"policy {name!r} is already registered; pass overwrite=True to replace it")
+    _POLICIES[name] = lambda: (factory, factory)
+
+
+def list_policies() -> list[str]:
+    """The registered policy names, sorted."""
+    return sorted(_POLICIES)
+
+
+def policy_name(policy: nn.Module) -> str:
+    """The registered name of ``policy``'s class; a ``ValueError`` when it is not registered."""
+    name = type(policy).__name__
+    if name not in _POLICIES:
+        raise ValueError(
+            f"policy class {name} is not registered; registered policies: {', '.join(list_policies())}. "
+            "Register it with robustmix.registry.register_policy(name, cls)."
+        )
+    if not callable(getattr(policy, "get_config", None)):
+        raise ValueError(f"policy {name} has no get_config() method, so its constructor arguments cannot be saved")
+    return name
+
+
+def build_policy(name: str, config: Mapping[str, Any], g: nn.Module, h: nn.Module) -> nn.Module:
+    """Build the policy registered as ``name`` from its JSON ``config`` (g and h given where it taps them)."""
+    if not isinstance(name, str) or name not in _POLICIES:
+        raise ValueError(f"unknown policy type {name!r}; registered policies: {', '.join(list_policies())}")
+    factory, target = _POLICIES[name]()
+    config = dict(config)
+    _check_json_value(config, f"config of policy {name!r}")
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_models = "g" in params and "h" in params
+    if params:
+        _check_kwargs(name, target, {**config, **({"g": None, "h": None} if takes_models else {})})
+    policy = factory(g, h, **config) if takes_models else factory(**config)
+    if not isinstance(policy, nn.Module):
+        raise ValueError(f"the factory of policy {name!r} returned {type(policy).__name__}, not an nn.Module")
+    return policy
+
+
+def _lazy_policy(class_name: str) -> Callable[[], tuple[PolicyFactory, Callable[..., Any]]]:
+    def load() -> tuple[PolicyFactory, Callable[..., Any]]:
+        from . import policy
+
+        cls = getattr(policy, class_name)
+        return cls, cls
+
+    return load
+
+
+_POLICIES["PolicyNet"] = _lazy_policy("PolicyNet")
+_POLICIES["LogitPolicy"] = _lazy_policy("LogitPolicy")
