@@ -16,6 +16,7 @@ __all__ = ["main"]
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("robustmix.demo", "train g, h and the mixture on digits (offline) and print the comparison"),
+    "eval": ("robustmix.eval_cmd", "clean and worst-case robust accuracy of the demo's g, h and fixed-α mixtures"),
 }
 
 
