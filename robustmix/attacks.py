@@ -99,6 +99,7 @@ class _Run:
     ) -> None:
         self.model, self.x0, self.y, self.eps, self.norm = model, x0, y, eps, norm
         self.targeted, self.lo, self.hi = targeted, lo, hi
+        self.labels_checked = False
 
     def attack(
         self, steps: int, step: float, random_start: bool, generator: torch.Generator | None
@@ -132,8 +133,10 @@ class _Run:
                 "the model's output does not depend on its input through autograd, so PGD has no gradient "
                 "to follow; attack a differentiable model (e.g. the mixture, not a K-NN oracle alone)"
             )
-        if int(self.y.max()) >= out.shape[1]:
-            raise ValueError(f"labels go up to {int(self.y.max())} but the model predicts {out.shape[1]} classes")
+        if not self.labels_checked:
+            if len(self.y) and int(self.y.max()) >= out.shape[1]:
+                raise ValueError(f"labels go up to {int(self.y.max())} but the model predicts {out.shape[1]} classes")
+            self.labels_checked = True
         ce = F.cross_entropy(out.float(), self.y, reduction="none")
         pred = out.argmax(dim=1)
         if self.targeted:

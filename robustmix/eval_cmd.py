@@ -44,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .demo_models import DEMO_EPS, get_demo_models
     from .evaluate import (
         AttackSuite,
@@ -68,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     x, y = split.x_test, split.y_test
     if args.limit is not None:
         x, y = x[: args.limit], y[: args.limit]
-    torch.manual_seed(args.seed)
     report = evaluate_models({"g (standard)": g, "h (robust)": h}, x, y, suite, progress=progress)
     template = AdaptiveSmoothing(g, h, alpha=1.0, mode=args.mode, norm=args.norm, space=args.space)
     sweep = alpha_sweep(template, x, y, suite, progress=progress)
