@@ -8,10 +8,13 @@ Pre-registered (the heavy imports happen only when a factory is called):
 
 * ``"digits_cnn"`` — the demo's 3-conv CNN for 8x8 digits (:func:`robustmix.demo_models.digits_cnn`);
 * ``"torchvision_resnet18"`` — ``torchvision.models.resnet18(weights=None, num_classes=...)``;
-* ``"cifar_resnet18"`` — the same network with the usual CIFAR stem (3x3 stride-1 first conv, no max-pool).
+* ``"cifar_resnet18"`` — the same network with the usual CIFAR stem (3x3 stride-1 first conv, no max-pool);
+* ``"bit_resnetv2"`` / ``"dm_wide_resnet"`` — the base models of the authors' later release
+  (:mod:`robustmix.release`).
 
 Policies (eq. 7, Fig. 1) are registered the same way, by class name: ``"PolicyNet"`` and ``"LogitPolicy"``
-from :mod:`robustmix.policy` (imported when first built); :func:`register_policy` adds others.
+from :mod:`robustmix.policy` and ``"MixingNetPolicy"`` from :mod:`robustmix.release` (imported when first
+built); :func:`register_policy` adds others.
 
 Models built here remember how they were built (:func:`architecture_spec`), so
 :meth:`~robustmix.smoothing.AdaptiveSmoothing.save_pretrained` can write their names into the config.
@@ -185,7 +188,28 @@ def _cifar_resnet18(num_classes: int = 10) -> nn.Module:
     return model
 
 
+def _bit_resnetv2(depth: str = "r152", width: int = 2, num_classes: int = 10, input_size: int | None = 128) -> nn.Module:
+    from .release import bit_resnetv2
+
+    return bit_resnetv2(depth=depth, width=width, num_classes=num_classes, input_size=input_size)
+
+
+def _dm_wide_resnet(
+    num_classes: int = 10,
+    depth: int = 70,
+    width: int = 16,
+    activation: str = "silu",
+    mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
+    std: Sequence[float] = (0.2471, 0.2435, 0.2616),
+) -> nn.Module:
+    from .release import dm_wide_resnet
+
+    return dm_wide_resnet(num_classes=num_classes, depth=depth, width=width, activation=activation, mean=mean, std=std)
+
+
 register_architecture("digits_cnn", _digits_cnn)
+register_architecture("bit_resnetv2", _bit_resnetv2)
+register_architecture("dm_wide_resnet", _dm_wide_resnet)
 register_architecture("torchvision_resnet18", _torchvision_resnet18)
 register_architecture("cifar_resnet18", _cifar_resnet18)
 
@@ -247,11 +271,11 @@ def build_policy(name: str, config: Mapping[str, Any], g: nn.Module, h: nn.Modul
     return policy
 
 
-def _lazy_policy(class_name: str) -> Callable[[], tuple[PolicyFactory, Callable[..., Any]]]:
+def _lazy_policy(class_name: str, module: str = "policy") -> Callable[[], tuple[PolicyFactory, Callable[..., Any]]]:
     def load() -> tuple[PolicyFactory, Callable[..., Any]]:
-        from . import policy
+        from . import policy, release
 
-        cls = getattr(policy, class_name)
+        cls = getattr({"policy": policy, "release": release}[module], class_name)
         return cls, cls
 
     return load
@@ -259,3 +283,4 @@ def _lazy_policy(class_name: str) -> Callable[[], tuple[PolicyFactory, Callable[
 
 _POLICIES["PolicyNet"] = _lazy_policy("PolicyNet")
 _POLICIES["LogitPolicy"] = _lazy_policy("LogitPolicy")
+_POLICIES["MixingNetPolicy"] = _lazy_policy("MixingNetPolicy", "release")

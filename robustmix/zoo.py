@@ -66,7 +66,7 @@ class ZooEntry:
 _TABLE1 = "paper Table 1"
 _PAIR_BUILD = (
     "robustmix convert pair --g-checkpoint G.pt --g-arch {g_arch} --h-checkpoint H.pt --h-arch {h_arch} "
-    "[--policy-checkpoint POLICY.pt --policy-config POLICY.json | --alpha A] --dataset {dataset} "
+    "[--alpha A | --policy-type PolicyNet --policy-config '{{...}}' --policy-checkpoint POLICY.pt] --dataset {dataset} "
     "--norm {norm} --eps {eps} --zoo-entry {name} --output DIR"
 )
 _RELEASE_BUILD = (
