@@ -34,6 +34,9 @@ PAPER_ALPHAS: tuple[float, ...] = (0.0, 0.316, 1.46, 6.81, 31.6, 147.0, 681.0, 3
 
 _NORMS = ("linf", "l2")
 
+#: AutoAttack versions :func:`autoattack` accepts.
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd")
+
 
 def pgd(
     model: Callable[[Tensor], Tensor],
@@ -275,12 +278,14 @@ def autoattack(
 
     Inputs must lie in [0, 1] (AutoAttack's fixed data range). Works on any module returning logits or
     log-probabilities, an :class:`AdaptiveSmoothing` mixture included (it attacks ``model(x)``).
-    ``version``: ``"standard"``, ``"plus"`` or ``"rand"``; ``seed`` makes the run reproducible. The package's
+    ``version``: ``"standard"``, ``"plus"``, ``"rand"``, or ``"apgd"`` (APGD-CE then APGD-T over 9 target
+    classes: the gradient attacks of the standard version without FAB-T and the gradient-free Square attack,
+    several times cheaper on a mixture, and weaker); ``seed`` makes the run reproducible. The package's
     own diagnostics (its ``auto-attack`` logger) are silenced during the call. Needs
     ``pip install 'robustmix[attacks]'``.
     """
     check_choice("norm", norm, _NORMS)
-    check_choice("version", version, ("standard", "plus", "rand"))
+    check_choice("version", version, AUTOATTACK_VERSIONS)
     _check_pgd_args(x, y, eps, 1, None, True, 1, (0.0, 1.0))
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -297,8 +302,8 @@ def autoattack(
     try:
         with _untouched(model), torch.inference_mode(False):
             adversary = AutoAttack(
-                model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=float(eps), version=version, device=dev,
-                seed=seed,
+                model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=float(eps), device=dev, seed=seed,
+                **(dict(version="custom", attacks=["apgd-ce", "apgd-t"]) if version == "apgd" else dict(version=version)),
             )
             x_adv, _ = adversary.run_standard_evaluation(
                 x.detach().clone().to(dev), y.detach().clone().to(dev), batch_size=int(batch_size)

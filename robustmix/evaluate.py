@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attacks import PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
+from .attacks import AUTOATTACK_VERSIONS, PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
 from .sensitivity import check_choice
 from .smoothing import AdaptiveSmoothing
 
@@ -51,7 +51,7 @@ class AttackSuite:
         alphas: the fixed α_t the mixture is attacked at (eq. 6; default the paper's, section 6.3).
         adaptive: also attack the mixture itself, through its policy (section 5.1).
         autoattack: run AutoAttack as well; ``None`` (default) runs it when ``pyautoattack`` is installed.
-        autoattack_version: ``"standard"``, ``"plus"`` or ``"rand"``.
+        autoattack_version: ``"standard"``, ``"plus"``, ``"rand"`` or ``"apgd"`` (see :func:`autoattack`).
         batch_size: examples per attacked batch; data_range: the valid input range.
         seed: seeds the random starts (and AutoAttack), so a run is reproducible.
     """
@@ -72,7 +72,7 @@ class AttackSuite:
 
     def __post_init__(self) -> None:
         check_choice("norm", self.norm, ("linf", "l2"))
-        check_choice("autoattack_version", self.autoattack_version, ("standard", "plus", "rand"))
+        check_choice("autoattack_version", self.autoattack_version, AUTOATTACK_VERSIONS)
         if not (math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
         for name in ("steps", "restarts", "batch_size"):
@@ -106,10 +106,12 @@ class AttackSuite:
         kw = self._pgd_kwargs()
         attacks: list[tuple[str, Attack]] = []
         if isinstance(model, AdaptiveSmoothing):
-            for a in self.alphas:
-                attacks.append((f"PGD at α_t={a:g}", _composite(model, a, kw)))
+            # The attack on the deployed model itself goes first: it usually breaks the most examples, and
+            # every later attack only runs on the survivors (the AND over attacks does not depend on order).
             if self.adaptive:
                 attacks.append(("adaptive PGD", lambda x, y, gen: adaptive_pgd(model, x, y, generator=gen, **kw)))
+            for a in self.alphas:
+                attacks.append((f"PGD at α_t={a:g}", _composite(model, a, kw)))
         else:
             attacks.append(("PGD", lambda x, y, gen: pgd(model, x, y, generator=gen, **kw)))
         if self.use_autoattack:

@@ -331,13 +331,14 @@ def test_autoattack_without_the_package_says_how_to_install(monkeypatch: pytest.
 
 @pytest.mark.skipif(importlib.util.find_spec("pyautoattack") is None,
                     reason="pyautoattack not installed (pip install 'robustmix[attacks]')")
-def test_autoattack_bridge_on_a_tiny_model() -> None:
+@pytest.mark.parametrize("version", ["standard", "apgd"])
+def test_autoattack_bridge_on_a_tiny_model(version: str) -> None:
     g, h, x, y = trained_pair()
     x, y = x[:40], y[:40]
     h.train()
     try:
         before = _state(h)
-        x_adv = autoattack(h, x, y, EPS, version="standard", seed=0)
+        x_adv = autoattack(h, x, y, EPS, version=version, seed=0)
         after = _state(h)
     finally:
         h.eval()
@@ -347,3 +348,18 @@ def test_autoattack_bridge_on_a_tiny_model() -> None:
     robust_pgd = float(_acc(h, pgd(h, x, y, EPS, steps=20), y).mean())
     assert robust_aa <= robust_pgd + 0.05
     assert robust_aa < float(_acc(h, x, y).mean())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyautoattack") is None,
+                    reason="pyautoattack not installed (pip install 'robustmix[attacks]')")
+def test_autoattack_on_the_mixture_and_in_l2() -> None:
+    g, h, x, y = trained_pair()
+    x, y = x[:20], y[:20]
+    mixture = AdaptiveSmoothing(g, h, alpha=6.81)
+    x_adv = autoattack(mixture, x, y, EPS, version="apgd", seed=0)
+    _assert_in_ball(x_adv, x, EPS, "linf", (0.0, 1.0))
+    assert float(_acc(mixture, x_adv, y).mean()) < float(_acc(mixture, x, y).mean())
+    x_adv = autoattack(h, x, y, 1.5, norm="l2", version="apgd", seed=0)
+    _assert_in_ball(x_adv, x, 1.5, "l2", (0.0, 1.0))
+    with pytest.raises(ValueError, match="standard"):
+        autoattack(h, x, y, EPS, version="fast")
