@@ -127,7 +127,7 @@ class AttackSuite:
         pgd_name = f"PGD-{self.steps}" + (f" x{self.restarts} restarts" if self.restarts > 1 else "")
         alphas = ", ".join(f"{a:g}" for a in self.alphas)
         parts = [f"{pgd_name} (mixtures: at α_t ∈ {{{alphas}}}"
-                 + (", and adaptive through the policy)" if self.adaptive else ")")]
+                 + (", and adaptive: the deployed model itself, through its policy)" if self.adaptive else ")")]
         parts.append(f"AutoAttack ({self.autoattack_version})" if self.use_autoattack else "no AutoAttack")
         return f"{norm} eps={self.eps:g}: " + "; ".join(parts)
 
