@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .attacks import PAPER_ALPHAS, adaptive_pgd, composite_pgd
@@ -177,8 +179,25 @@ class PolicyTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self._materialize()
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        self._synced_policy = self._data_parallel_policy()
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_FILE).exists():
             self.load_checkpoint(self.checkpoint_dir)
+
+    def _data_parallel_policy(self) -> nn.Module:
+        """The policy wrapped in DistributedDataParallel when torch.distributed is initialised.
+
+        Only the forward that the policy's loss is differentiated through goes via the wrapper (its
+        backward averages the gradients over ranks); the attacks use the bare policy, since they
+        differentiate with respect to the input only.
+        """
+        if self.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return self.policy
+        if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
+            raise ValueError(
+                f"rank/world_size ({self.rank}/{self.world_size}) disagree with torch.distributed "
+                f"({dist.get_rank()}/{dist.get_world_size()})"
+            )
+        return DistributedDataParallel(self.policy)
 
     # -- data -----------------------------------------------------------------------------------------
     @property
@@ -289,10 +308,12 @@ class PolicyTrainer:
         """
         detach_r = self.model.detach_R
         self.model.detach_R = True
+        self.model.policy = self._synced_policy
         try:
             return self.model.forward_details(x.detach().requires_grad_(True))
         finally:
             self.model.detach_R = detach_r
+            self.model.policy = self.policy
 
     def training_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """One Adam step on the policy for the clean batch ``(x, y)``; returns the batch's metrics.
@@ -352,6 +373,8 @@ class PolicyTrainer:
         from safetensors.torch import save_file
 
         directory = Path(directory)
+        if self.rank != 0:  # every rank holds the same state after a synchronised step
+            return directory / STATE_FILE
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"policy.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
         opt_state = self.optimizer.state_dict()
