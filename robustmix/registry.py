@@ -9,6 +9,8 @@ Pre-registered (the heavy imports happen only when a factory is called):
 * ``"digits_cnn"`` — the demo's 3-conv CNN for 8x8 digits (:func:`robustmix.demo_models.digits_cnn`);
 * ``"torchvision_resnet18"`` — ``torchvision.models.resnet18(weights=None, num_classes=...)``;
 * ``"cifar_resnet18"`` — the same network with the usual CIFAR stem (3x3 stride-1 first conv, no max-pool);
+* ``"wide_resnet"`` — the TRADES/RobustBench WideResNet of :mod:`robustmix.adapters` (WRN-34-10 with
+  ``sub_block1=True`` loads TRADES' ``Zhang2019Theoretically`` checkpoint);
 * ``"bit_resnetv2"`` / ``"dm_wide_resnet"`` — the base models of the authors' later release
   (:mod:`robustmix.release`).
 
@@ -207,7 +209,16 @@ def _dm_wide_resnet(
     return dm_wide_resnet(num_classes=num_classes, depth=depth, width=width, activation=activation, mean=mean, std=std)
 
 
+def _wide_resnet(
+    depth: int = 28, widen_factor: int = 10, num_classes: int = 10, sub_block1: bool = False, bias_last: bool = True
+) -> nn.Module:
+    from robustmix.adapters.torchvision import WideResNet
+
+    return WideResNet(depth=depth, widen_factor=widen_factor, num_classes=num_classes, sub_block1=sub_block1, bias_last=bias_last)
+
+
 register_architecture("digits_cnn", _digits_cnn)
+register_architecture("wide_resnet", _wide_resnet)
 register_architecture("bit_resnetv2", _bit_resnetv2)
 register_architecture("dm_wide_resnet", _dm_wide_resnet)
 register_architecture("torchvision_resnet18", _torchvision_resnet18)

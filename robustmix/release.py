@@ -213,7 +213,8 @@ class _PreActBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pre = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        # As in the release: the identity shortcut carries the pre-activated input, not x itself.
+        shortcut = pre if self.shortcut is None else self.shortcut(pre)
         return self.conv2(F.relu(self.bn2(self.conv1(pre)))) + shortcut
 
 

@@ -142,7 +142,7 @@ ZOO: dict[str, ZooEntry] = {
         _paper_entry(
             "cifar10-linf-trades", "cifar10", "linf", 0.031, _RN18,
             Component("TRADES WideResNet-34-10", robustbench_name="Zhang2019Theoretically"), 5.7,
-            95.28, 0.12, 84.92, 57.16, 95.04, 57.93, 56.60, "cifar_resnet18", "<name you registered for WRN-34-10>",
+            95.28, 0.12, 84.92, 57.16, 95.04, 57.93, 56.60, "cifar_resnet18", "wide_resnet --h-kwargs '{\"depth\": 34, \"widen_factor\": 10, \"sub_block1\": true}'",
         ),
         _paper_entry(
             "cifar100-linf", "cifar100", "linf", 0.031, Component("PreActResNet-18, mixup training"),

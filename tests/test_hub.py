@@ -226,3 +226,15 @@ def test_models_not_built_by_the_registry_need_an_architecture(tmp_path):
     model.save_pretrained(tmp_path, g_architecture={"name": "digits_cnn"}, h_architecture={"name": "digits_cnn"})
     x = _digits_x()
     assert torch.equal(AdaptiveSmoothing.from_pretrained(Path(tmp_path))(x), model(x))
+
+
+def test_docs_python_examples_run(tmp_path, monkeypatch):
+    """docs/pretrained.md's Python blocks run as written (offline, in a scratch directory)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pretrained.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for block in blocks:
+        exec(compile(block, "docs/pretrained.md", "exec"), {})
+    assert (tmp_path / "mixture-digits" / "model.safetensors").is_file()

@@ -1,0 +1,61 @@
+"""Optional step: the release converter against the real thing, RobustBench's own implementation of
+``Bai2023Improving_edm`` (CIFAR-10), built offline on CPU with random weights (567 M parameters).
+
+robustbench 1.1.1 pins packages that conflict with the default environment, so this runs only in its own
+virtual environment (see tests/optional/README.md); elsewhere it is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+try:  # robustbench imports `autoattack`; the attack authors' package on PyPI is `pyautoattack`
+    import autoattack  # noqa: F401
+except ImportError:
+    try:
+        import pyautoattack
+
+        sys.modules["autoattack"] = pyautoattack
+    except ImportError:
+        pass
+rb = pytest.importorskip(
+    "robustbench", reason="optional step: needs robustbench 1.1.1 in its own venv (tests/optional/README.md)"
+)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """robustbench's constructors call .cuda(); on a CPU machine these become no-ops for this test."""
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+
+
+@pytest.mark.slow
+def test_converted_release_matches_robustbench(cpu_only):
+    from robustbench.model_zoo.architectures.comp_model import get_composite_model
+
+    from robustmix.convert_cmd import convert_release
+
+    torch.manual_seed(0)
+    reference = get_composite_model("edm", "cifar10")
+    comp = reference._comp_model
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # non-default statistics everywhere, so that every buffer must be mapped right
+        for m in reference.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(0.05 * torch.randn(m.running_mean.shape, generator=gen))
+                m.running_var.copy_(0.8 + 0.4 * torch.rand(m.running_var.shape, generator=gen))
+        comp.bn.running_mean.fill_(0.2)
+        comp.bn.running_var.fill_(3.0)
+    reference.eval()
+    model = convert_release(reference.state_dict(), "edm")
+
+    x = torch.rand(2, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        expected = reference(x)
+        got = model(x)
+    assert got.shape == expected.shape == (2, 10)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
