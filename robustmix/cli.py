@@ -17,6 +17,7 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("robustmix.demo", "train g, h and the mixture on digits (offline) and print the comparison"),
     "eval": ("robustmix.eval_cmd", "clean and worst-case robust accuracy of the demo's g, h and fixed-α mixtures"),
+    "train": ("robustmix.train_cmd", "train the demo's policy (eq. 9) on digits with checkpoints and --resume"),
     "convert": ("robustmix.convert_cmd", "convert original .pt checkpoints (paper pairs, the authors' release) to safetensors + config.json"),
 }
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .attacks import pgd
 from .data import Split, load_digits_split
 
-__all__ = ["digits_cnn", "train_standard", "train_adversarial", "get_demo_models", "DEMO_EPS", "accuracy"]
+__all__ = ["Tempered", "digits_cnn", "train_standard", "train_adversarial", "get_demo_models", "DEMO_EPS", "accuracy"]
 
 #: l_inf radius of the demo (pixels in [0, 1]); at 0.3 the trade-off on digits is real (DESIGN.md).
 DEMO_EPS = 0.3
@@ -47,6 +47,28 @@ def digits_cnn(num_classes: int = 10, channels: tuple[int, int, int] = (16, 32, 
             fc=nn.Linear(c3 * 4, num_classes),
         )
     )
+
+
+class Tempered(nn.Module):
+    """``model``'s logits multiplied by a fixed ``scale`` (an inverse temperature); the argmax is unchanged.
+
+    Probability-space mixing (``space="prob"``) depends on how sharp each model's softmax is; the authors'
+    later release tempers g and h before mixing. The wrapped model is the submodule ``model``, so its layer
+    names gain the prefix ``model.``.
+    """
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.model = model
+        self.scale = float(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
