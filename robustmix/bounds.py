@@ -36,6 +36,7 @@ model is not part of them.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -449,7 +450,7 @@ def _check_layer(m: nn.Module) -> None:
 
 def _dense(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[_Affine, tuple[int, ...]]:
     """The dense matrix of a run of affine layers on inputs of ``shape`` (columns = images of basis vectors)."""
-    seq = nn.Sequential(*run).double()
+    seq = copy.deepcopy(nn.Sequential(*run)).double()  # never convert the caller's modules
     d = math.prod(shape)
     with torch.no_grad():
         b = seq(torch.zeros(1, *shape, dtype=_F64))
