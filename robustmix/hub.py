@@ -262,7 +262,7 @@ def model_from_config(config: Mapping[str, Any], **runtime: Any) -> AdaptiveSmoo
 # -- weights -----------------------------------------------------------------------------------------
 def _state_tensors(model: AdaptiveSmoothing) -> dict[str, Tensor]:
     tensors: dict[str, Tensor] = {}
-    seen: set[tuple[int, int]] = set()
+    seen: set[int] = set()
     parts = [("g", model.g), ("h", model.h)] + ([("policy", model.policy)] if model.policy is not None else [])
     for prefix, module in parts:
         for key, value in module.state_dict().items():
@@ -271,8 +271,8 @@ def _state_tensors(model: AdaptiveSmoothing) -> dict[str, Tensor]:
                     f"{prefix}.{key} is not initialised yet (a lazy layer); run one batch through the model first"
                 )
             t = value.detach().cpu().contiguous()
-            ident = (t.untyped_storage().data_ptr(), t.storage_offset())
-            if ident in seen:  # safetensors refuses shared storage (tied weights, g is h)
+            ident = t.untyped_storage().data_ptr()
+            if ident in seen:  # safetensors refuses tensors sharing storage (tied weights, views, g is h)
                 t = t.clone()
             seen.add(ident)
             tensors[f"{prefix}.{key}"] = t

@@ -238,3 +238,13 @@ def test_docs_python_examples_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "docs/pretrained.md", "exec"), {})
     assert (tmp_path / "mixture-digits" / "model.safetensors").is_file()
+
+
+def test_shared_storage_is_saved(tmp_path):
+    """g and h may be the same module (or share tensors); safetensors needs separate copies."""
+    g, _ = digits_pair(6)
+    model = AdaptiveSmoothing(g, g, alpha=0.7)
+    model.save_pretrained(tmp_path)
+    loaded = AdaptiveSmoothing.from_pretrained(tmp_path)
+    x = _digits_x()
+    assert torch.equal(loaded(x), model(x))

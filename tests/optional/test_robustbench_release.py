@@ -1,5 +1,6 @@
 """Optional step: the release converter against the real thing, RobustBench's own implementation of
-``Bai2023Improving_edm`` (CIFAR-10), built offline on CPU with random weights (567 M parameters).
+``Bai2023Improving_edm`` (CIFAR-10/100) and ``Bai2023Improving_trades`` (CIFAR-100), built offline on CPU
+with random weights (567 M parameters each).
 
 robustbench 1.1.1 pins packages that conflict with the default environment, so this runs only in its own
 virtual environment (see tests/optional/README.md); elsewhere it is skipped with that reason.
@@ -34,13 +35,14 @@ def cpu_only(monkeypatch):
 
 
 @pytest.mark.slow
-def test_converted_release_matches_robustbench(cpu_only):
+@pytest.mark.parametrize("variant, dataset", [("edm", "cifar10"), ("edm", "cifar100"), ("trades", "cifar100")])
+def test_converted_release_matches_robustbench(cpu_only, variant, dataset):
     from robustbench.model_zoo.architectures.comp_model import get_composite_model
 
     from robustmix.convert_cmd import convert_release
 
     torch.manual_seed(0)
-    reference = get_composite_model("edm", "cifar10")
+    reference = get_composite_model(variant, dataset)
     comp = reference._comp_model
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # non-default statistics everywhere, so that every buffer must be mapped right
@@ -51,11 +53,12 @@ def test_converted_release_matches_robustbench(cpu_only):
         comp.bn.running_mean.fill_(0.2)
         comp.bn.running_var.fill_(3.0)
     reference.eval()
-    model = convert_release(reference.state_dict(), "edm")
+    model = convert_release(reference.state_dict(), variant)
 
     x = torch.rand(2, 3, 32, 32, generator=gen)
     with torch.no_grad():
         expected = reference(x)
         got = model(x)
-    assert got.shape == expected.shape == (2, 10)
+    assert got.shape == expected.shape == (2, 10 if dataset == "cifar10" else 100)
+    print(f"{variant}/{dataset}: max |robustmix - robustbench| = {(got - expected).abs().max().item():.3g}")
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
