@@ -51,8 +51,9 @@ class Normalized(nn.Module):
         mean, std: one value per channel (e.g. :data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`); ``std > 0``.
 
     The wrapped model is the submodule ``model`` (layer names gain the prefix ``model.``); ``mean`` and
-    ``std`` are buffers of shape ``[1, C, 1, 1]`` that follow ``.to()``. The wrapper has no parameters of
-    its own and forwards train/eval mode to ``model``.
+    ``std`` are buffers of shape ``[1, C, 1, 1]`` that follow ``.to()`` and stay out of the state dict
+    (a wrapped model saves and loads exactly the weights of ``model``, under the prefix ``model.``). The
+    wrapper has no parameters of its own and forwards train/eval mode to ``model``.
     """
 
     def __init__(self, model: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
@@ -63,8 +64,8 @@ class Normalized(nn.Module):
         if not (std_t > 0).all():
             raise ValueError(f"std must be positive in every channel, got {std_t.tolist()}")
         self.model = model
-        self.register_buffer("mean", mean_t.reshape(1, -1, 1, 1))
-        self.register_buffer("std", std_t.reshape(1, -1, 1, 1))
+        self.register_buffer("mean", mean_t.reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.reshape(1, -1, 1, 1), persistent=False)
 
     @property
     def channels(self) -> int:
