@@ -21,7 +21,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,22 @@ from torch import Tensor
 from . import registry
 from .smoothing import AdaptiveSmoothing
 
-__all__ = ["add_arguments", "run", "read_checkpoint", "convert_pair", "convert_release"]
+__all__ = [
+    "add_arguments",
+    "run",
+    "read_checkpoint",
+    "read_release_files",
+    "RELEASE_SETTINGS",
+    "convert_pair",
+    "convert_release",
+]
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _RELEASE_SCALARS = ("gamma_scale", "gamma_bias", "alpha_scale", "alpha_bias", "std_scale", "rob_scale")
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """A flat ``{name: tensor}`` state dict from a ``.pt``/``.pth``/``.bin`` (weights_only) or safetensors file.
-
-    Unwraps ``{"state_dict": ...}``-style containers and strips ``module.`` (DataParallel) prefixes.
-    """
-    path = Path(path)
+def _load_raw(path: Path) -> Any:
+    """The object in a checkpoint file: safetensors, or ``torch.load(weights_only=True)`` (never full unpickling)."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     with path.open("rb") as f:
@@ -50,17 +54,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if len(head) == 9 and head[8:9] == b"{":
         from safetensors.torch import load_file
 
-        state: Any = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(
-                f"{path} holds pickled objects other than tensors; torch.load(weights_only=True) refused it "
-                f"and robustmix will not load it any other way ({str(err).splitlines()[0]})"
-            ) from None
-        except (RuntimeError, EOFError, OSError) as err:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err})") from None
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds pickled objects other than tensors; torch.load(weights_only=True) refused it "
+            f"and robustmix will not load it any other way ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err})") from None
+
+
+def _flat_state(state: Any, path: Path) -> dict[str, Tensor]:
     for key in _CONTAINER_KEYS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -73,6 +79,46 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         out[key.removeprefix("module.")] = value
     return out
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A flat ``{name: tensor}`` state dict from a ``.pt``/``.pth``/``.bin`` (weights_only) or safetensors file.
+
+    Unwraps ``{"state_dict": ...}``-style containers and strips ``module.`` (DataParallel) prefixes.
+    """
+    path = Path(path)
+    return _flat_state(_load_raw(path), path)
+
+
+#: The release's fixed scalars, set in code (not stored in its checkpoints) per (variant, dataset):
+#: γ = gamma_scale·BN(z) + gamma_bias; w = alpha_bias + alpha_scale·sigmoid(γ); logits × std/rob_scale.
+RELEASE_SETTINGS: dict[tuple[str, str], dict[str, float]] = {
+    ("edm", "cifar10"): {"gamma_scale": 2.0, "gamma_bias": 1.05, "alpha_scale": 0.04, "alpha_bias": 0.96, "std_scale": 1.2, "rob_scale": 0.3},
+    ("edm", "cifar100"): {"gamma_scale": 2.0, "gamma_bias": 1.3, "alpha_scale": 0.15, "alpha_bias": 0.84, "std_scale": 2.0, "rob_scale": 1.0},
+    ("trades", "cifar100"): {"gamma_scale": 2.0, "gamma_bias": 1.0, "alpha_scale": 0.1, "alpha_bias": 0.815, "std_scale": 2.0, "rob_scale": 1.0},
+}
+
+
+def read_release_files(
+    paths: Sequence[str | os.PathLike[str]], variant: str, dataset: str
+) -> dict[str, Tensor]:
+    """RobustBench's three release files (``*_m0.pt`` g, ``*_m1.pt`` h, ``*_m2.pt`` ``{"model", "bn"}`` of the
+    mixing network) as one composite state dict, with the scalars of :data:`RELEASE_SETTINGS`."""
+    if (variant, dataset) not in RELEASE_SETTINGS:
+        raise ValueError(f"no release settings for {variant}/{dataset}; known: {sorted(RELEASE_SETTINGS)}")
+    if len(paths) != 3:
+        raise ValueError(f"expected the three files *_m0.pt *_m1.pt *_m2.pt, got {len(paths)}")
+    g_path, h_path, p_path = (Path(p) for p in paths)
+    state: dict[str, Tensor] = {}
+    state.update({f"models.0.{k}": v for k, v in read_checkpoint(g_path).items()})
+    state.update({f"models.1.{k}": v for k, v in read_checkpoint(h_path).items()})
+    mixing = _load_raw(p_path)
+    if not isinstance(mixing, Mapping) or not {"model", "bn"} <= set(mixing):
+        raise ValueError(f"{p_path} should hold {{'model': mixing network, 'bn': output BN}} state dicts")
+    state.update({f"policy_net.{k}": v for k, v in _flat_state(mixing["model"], p_path).items()})
+    state.update({f"bn.{k}": v for k, v in _flat_state(mixing["bn"], p_path).items()})
+    state.update({k: torch.tensor(v) for k, v in RELEASE_SETTINGS[(variant, dataset)].items()})
+    return state
 
 
 def _load_part(module: torch.nn.Module, state: Mapping[str, Tensor], who: str) -> None:
@@ -233,7 +279,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pair.add_argument("--mode", default="argmax", choices=("jacobian", "argmax", "none"))
     pair.add_argument("--space", default="logit", choices=("logit", "prob"))
     rel = sub.add_parser("release", help="a composite checkpoint of the authors' release (Bai2023Improving_*)")
-    rel.add_argument("--checkpoint", required=True)
+    rel.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="one composite state dict, or RobustBench's three files NAME_m0.pt NAME_m1.pt NAME_m2.pt (needs --dataset)",
+    )
     rel.add_argument("--variant", required=True, choices=("edm", "trades"))
     for p in (pair, rel):
         p.add_argument("--output", required=True, help="directory to write config.json, model.safetensors, README.md")
@@ -248,7 +299,14 @@ def run(args: argparse.Namespace) -> int:
     from .zoo import ZOO
 
     if args.source == "release":
-        model = convert_release(read_checkpoint(args.checkpoint), args.variant)
+        if len(args.checkpoint) == 1:
+            state = read_checkpoint(args.checkpoint[0])
+        else:
+            dataset = args.dataset or (ZOO[args.zoo_entry].dataset if args.zoo_entry in ZOO else None)
+            if dataset is None:
+                raise SystemExit("robustmix convert release with three files needs --dataset (or --zoo-entry)")
+            state = read_release_files(args.checkpoint, args.variant, dataset)
+        model = convert_release(state, args.variant)
     else:
         if (args.alpha is None) == (args.policy_type is None):
             raise SystemExit("robustmix convert pair: give exactly one of --alpha and --policy-type")

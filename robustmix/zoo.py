@@ -70,10 +70,10 @@ _PAIR_BUILD = (
     "--norm {norm} --eps {eps} --zoo-entry {name} --output DIR"
 )
 _RELEASE_BUILD = (
-    "download the RobustBench checkpoint of {rb} (robustbench.utils.load_model(model_name='{rb}', "
-    "dataset='{dataset}', threat_model='Linf') stores it as models/{dataset}/Linf/{rb}.pt), then run: "
-    "robustmix convert release --checkpoint {rb}.pt --variant {variant} --dataset {dataset} --zoo-entry {name} "
-    "--output DIR"
+    "download the RobustBench checkpoints of {rb} (robustbench.utils.load_model(model_name='{rb}', "
+    "dataset='{dataset}', threat_model='Linf') stores them as models/{dataset}/Linf/{rb}_m0.pt, _m1.pt, _m2.pt), "
+    "then run: robustmix convert release --checkpoint {rb}_m0.pt {rb}_m1.pt {rb}_m2.pt --variant {variant} "
+    "--dataset {dataset} --zoo-entry {name} --output DIR"
 )
 
 

@@ -113,6 +113,33 @@ def _release_checkpoint(num_classes: int = 10):
     return state, scalars
 
 
+def test_convert_release_from_robustbench_files(tmp_path):
+    """RobustBench stores the release as NAME_m0.pt (g), NAME_m1.pt (h), NAME_m2.pt ({'model', 'bn'})."""
+    state, _ = _release_checkpoint()
+    part = {k.removeprefix("comp_model."): v for k, v in state.items() if k.startswith("comp_model.")}
+    g_sd = {k.removeprefix("models.0."): v for k, v in part.items() if k.startswith("models.0.")}
+    h_sd = {k.removeprefix("models.1."): v for k, v in part.items() if k.startswith("models.1.")}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in g_sd.items()}}, tmp_path / "rb_m0.pt")
+    torch.save(h_sd, tmp_path / "rb_m1.pt")
+    torch.save(
+        {
+            "model": {k.removeprefix("policy_net."): v for k, v in part.items() if k.startswith("policy_net.")},
+            "bn": {k.removeprefix("bn."): v for k, v in part.items() if k.startswith("bn.")},
+        },
+        tmp_path / "rb_m2.pt",
+    )
+    files = [str(tmp_path / f"rb_m{i}.pt") for i in range(3)]
+    out = tmp_path / "out"
+    assert cli_main(["convert", "release", "--checkpoint", *files, "--variant", "edm", "--zoo-entry", "cifar100-linf-edm", "--output", str(out)]) == 0
+    model = AdaptiveSmoothing.from_pretrained(out)
+    for k, v in model.g.state_dict().items():
+        assert torch.equal(v, g_sd[k]), k
+    assert torch.equal(model.policy.head.bn.running_mean, part["bn.running_mean"])
+    # CIFAR-100 EDM settings of the release: γ = 2·BN(z) + 1.3, w in (0.84, 0.99), logits × (2, 1).
+    assert model.alpha_range == pytest.approx((0.84, 0.99)) and model.logit_scales == (2.0, 1.0)
+    assert (model.policy.head.output_scale, model.policy.head.output_bias) == pytest.approx((2.0, 1.3))
+
+
 def test_convert_release_maps_every_tensor_and_the_mixing_form():
     state, s = _release_checkpoint()
     model = convert_release(state, "edm")

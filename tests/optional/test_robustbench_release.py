@@ -39,7 +39,7 @@ def cpu_only(monkeypatch):
 def test_converted_release_matches_robustbench(cpu_only, variant, dataset):
     from robustbench.model_zoo.architectures.comp_model import get_composite_model
 
-    from robustmix.convert_cmd import convert_release
+    from robustmix.convert_cmd import RELEASE_SETTINGS, convert_release
 
     torch.manual_seed(0)
     reference = get_composite_model(variant, dataset)
@@ -53,6 +53,9 @@ def test_converted_release_matches_robustbench(cpu_only, variant, dataset):
         comp.bn.running_mean.fill_(0.2)
         comp.bn.running_var.fill_(3.0)
     reference.eval()
+    # The scalars robustmix uses for RobustBench's three-file checkpoints are the reference's own.
+    for name, value in RELEASE_SETTINGS[(variant, dataset)].items():
+        assert getattr(comp, name).item() == pytest.approx(value, abs=1e-7), name
     model = convert_release(reference.state_dict(), variant)
 
     x = torch.rand(2, 3, 32, 32, generator=gen)
