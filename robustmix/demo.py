@@ -94,7 +94,7 @@ def demo_trainer(
 
 def demo_steps(trainer: PolicyTrainer, quick: bool) -> int:
     """Policy training steps of the demo: a few for ``--quick``, several epochs otherwise."""
-    return 4 if quick else 8 * trainer.batches_per_epoch
+    return 2 if quick else 8 * trainer.batches_per_epoch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
