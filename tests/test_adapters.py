@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
 import sys
 from collections import OrderedDict
 
@@ -309,3 +310,18 @@ def test_original_checkpoint_errors(tmp_path):
     torch.save({"model": nn.Linear(2, 2)}, tmp_path / "pickled.pt")
     with pytest.raises(ValueError, match="weights_only=True"):
         load_original_policy(tmp_path / "pickled.pt", g, h)
+
+
+def test_adapters_import_no_optional_family_package():
+    code = "import sys, robustmix.adapters; print('torchvision' in sys.modules, 'timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_timm_model_with_other_channel_count():
+    pytest.importorskip("timm", reason="timm is the optional robustmix[timm] extra")
+    model = timm_model("resnet10t", num_classes=3, in_chans=1)
+    cfg_mean = sum(model.model.pretrained_cfg["mean"]) / 3
+    assert model.mean.shape == (1, 1, 1, 1) and model.mean.item() == pytest.approx(cfg_mean)
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
