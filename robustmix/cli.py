@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("robustmix.eval_cmd", "clean and worst-case robust accuracy of the demo's g, h and fixed-α mixtures"),
     "train": ("robustmix.train_cmd", "train the demo's policy (eq. 9) on digits with checkpoints and --resume"),
     "convert": ("robustmix.convert_cmd", "convert original .pt checkpoints (paper pairs, the authors' release) to safetensors + config.json"),
+    "certify": ("robustmix.certify_cmd", "certified accuracy of the demo mixtures (Theorem 2 and randomized smoothing), labelled as certificates"),
 }
 
 
