@@ -3,7 +3,7 @@
     python examples/three_line_wrap.py [--alpha 1.0] [--cache-dir .cache] [--smoke]
 
 g is a standard CNN and h a PGD-trained CNN on scikit-learn's digits; the mixture's clean and worst-case
-robust accuracy (l_inf PGD at ε = 0.3) lie between theirs, moving towards h as α grows.
+robust accuracy (l_inf PGD at ε = 0.3) typically lie between theirs, moving towards h as α grows.
 """
 
 from __future__ import annotations
