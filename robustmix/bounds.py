@@ -233,10 +233,10 @@ def _imul(alo: Tensor, ahi: Tensor, blo: Tensor, bhi: Tensor) -> tuple[Tensor, T
     return p.min(0).values, p.max(0).values
 
 
-def _matmul_exact(W: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+def _matmul_exact(W: Tensor, lo: Tensor, hi: Tensor, W_abs: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``W @ X`` for an exact matrix W and an interval matrix X (center-radius form)."""
     c, r = (lo + hi) / 2, (hi - lo) / 2
-    cc, rr = W @ c, W.abs() @ r
+    cc, rr = W @ c, (W.abs() if W_abs is None else W_abs) @ r
     return cc - rr, cc + rr
 
 
@@ -262,6 +262,10 @@ def _up(v: Tensor) -> Tensor:
 class _Affine:
     W: Tensor
     b: Tensor
+
+    def __post_init__(self) -> None:
+        self.W_abs = self.W.abs()
+        self.WT, self.WT_abs = self.W.T.contiguous(), self.W_abs.T.contiguous()
 
 
 @dataclass
@@ -347,9 +351,9 @@ class CompiledNetwork:
         smooth = True
         for st in self.stages[1:]:
             if isinstance(st, _Affine):
-                alo, ahi = _matmul_exact(st.W, zlo, zhi)
+                alo, ahi = _matmul_exact(st.W, zlo, zhi, st.W_abs)
                 alo, ahi = alo + st.b, ahi + st.b
-                Jlo, Jhi = _matmul_exact(st.W, Jlo, Jhi)
+                Jlo, Jhi = _matmul_exact(st.W, Jlo, Jhi, st.W_abs)
                 z_at_x = st.W @ z_at_x + st.b
                 mv = eps * _dual(_abs_max(Jlo, Jhi), norm)
                 zlo, zhi = torch.maximum(alo, z_at_x - mv), torch.minimum(ahi, z_at_x + mv)
@@ -370,7 +374,7 @@ class CompiledNetwork:
         if self.softmax:
             vlo, vhi, ulo, uhi, B = _softmax_terms(zlo, zhi, idx)
             Ja = _abs_max(Jlo, Jhi)
-            hess += torch.einsum("na,knm,mb->kab", Ja, B, Ja)
+            hess += Ja.T[None] @ B @ Ja[None]
             glo, ghi = _imatvec(Jlo, Jhi, ulo, uhi)
         elif functionals is not None:
             C = functionals.to(_F64)
@@ -385,15 +389,15 @@ class CompiledNetwork:
         # backward pass: u = ∂f_k/∂(current activations), for K outputs at once
         for st in reversed(self.stages[1:]):
             if isinstance(st, _Affine):
-                ulo, uhi = _matmul_exact(st.W.T, ulo.T, uhi.T)
+                ulo, uhi = _matmul_exact(st.WT, ulo.T, uhi.T, st.WT_abs)
                 ulo, uhi = ulo.T, uhi.T
             else:
                 layer, d1, d2, (Jl, Jh) = saved.pop()
                 slo, shi = _imul(d2[0][None], d2[1][None], ulo, uhi)
                 Ja = _abs_max(Jl, Jh)
-                hess += torch.einsum("na,kn,nb->kab", Ja, _abs_max(slo, shi), Ja)
+                hess += (Ja.T[None] * _abs_max(slo, shi)[:, None, :]) @ Ja[None]
                 ulo, uhi = _imul(d1[0][None], d1[1][None], ulo, uhi)
-        blo, bhi = _matmul_exact(first.W.T, ulo.T, uhi.T)
+        blo, bhi = _matmul_exact(first.WT, ulo.T, uhi.T, first.WT_abs)
         glo, ghi = torch.maximum(glo, blo.T), torch.minimum(ghi, bhi.T)
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)

@@ -348,7 +348,7 @@ def certified_radius(
     i: int,
     j: int | Sequence[int] | None = None,
     method: Method = "bounds",
-    steps: int = 20,
+    steps: int = 12,
     n_samples: int = 256,
     seed: int = 0,
 ) -> CertResult:

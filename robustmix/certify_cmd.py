@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the demo's quick models (for tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo models and of the Monte Carlo noise")
     parser.add_argument("--cache-dir", default=None, help="reuse/store the demo models' weights here")
-    parser.add_argument("--limit", type=int, default=20, help="number of test images to certify")
+    parser.add_argument("--limit", type=int, default=10, help="number of test images to certify")
     parser.add_argument("--alpha", type=float, default=1.0, help="fixed α of the Theorem 2 mixture (jacobian mode)")
     parser.add_argument("--radii", type=_floats, default=(0.0, 0.001, 0.002, 0.005, 0.01),
                         help="l_inf radii for Theorem 2 (comma-separated)")
