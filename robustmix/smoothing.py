@@ -305,19 +305,25 @@ class AdaptiveSmoothing(nn.Module):
         tracks = caller_grad and (x.requires_grad or any(p.requires_grad for p in model.parameters()))
         create_graph = tracks and not self.detach_R
         if self.mode == "argmax":
-            return outputs_and_predicted_gradient_norm(
+            res = outputs_and_predicted_gradient_norm(
                 model, x, self.norm, self.space, create_graph=create_graph, keep_graph=tracks
             )
-        return outputs_and_class_gradient_norms(
-            model,
-            x,
-            self.norm,
-            self.space,
-            chunk_size=self.chunk_size,
-            method=self.jacobian_method,
-            create_graph=create_graph,
-            keep_graph=tracks,
-        )
+        else:
+            res = outputs_and_class_gradient_norms(
+                model,
+                x,
+                self.norm,
+                self.space,
+                chunk_size=self.chunk_size,
+                method=self.jacobian_method,
+                create_graph=create_graph,
+                keep_graph=tracks,
+            )
+        if tracks:
+            return res
+        # This model's graph was freed: its outputs are constants for the caller (e.g. a frozen g while
+        # the caller trains h through the mixture), so no later backward may try to enter that graph.
+        return ModelGradients(res.output.detach(), res.mixed.detach(), res.norms.detach(), res.predicted)
 
     def _ratio(self, g_res: ModelGradients, h_res: ModelGradients) -> Tensor:
         if self.mode == "none":

@@ -155,6 +155,17 @@ def test_model_parameter_gradients_flow_for_training_loops():
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_training_h_through_the_mixture_with_g_frozen(mode):
+    g, h = make_mlp(12, 4, 0), make_mlp(12, 4, 1)
+    g.requires_grad_(False)
+    x, y = torch.randn(6, 12), torch.randint(0, 4, (6,))
+    model = AdaptiveSmoothing(g, h, alpha=1.0, mode=mode)
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in h.parameters())
+    assert all(p.grad is None for p in g.parameters())
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_batchnorm_eval_batch_of_one_equals_batch_of_eight(mode):
     g, h = make_cnn(5, 0, batchnorm=True), make_cnn(5, 1, batchnorm=True)
     model = AdaptiveSmoothing(g, h, alpha=3.0, mode=mode)
