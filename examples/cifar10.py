@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from robustmix.adapters import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -29,8 +31,6 @@ from robustmix.adapters import (
     cifar_resnet18,
     load_checkpoint,
 )
-from torch import Tensor, nn
-
 from robustmix.attacks import PAPER_ALPHAS, pgd
 from robustmix.evaluate import AttackSuite, evaluate_models, format_table
 from robustmix.smoothing import AdaptiveSmoothing

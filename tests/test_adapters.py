@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
+
 from robustmix.adapters import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -32,8 +34,6 @@ from robustmix.adapters import (
     wrap_robustbench,
 )
 from robustmix.adapters._optional import require
-from torch import nn
-
 from robustmix.attacks import pgd
 from robustmix.smoothing import AdaptiveSmoothing
 from tests.conftest import make_cnn
