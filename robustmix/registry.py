@@ -29,8 +29,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
+
+from .adapters.normalize import Normalized
 
 __all__ = [
     "register_architecture",
@@ -112,23 +113,6 @@ def _check_kwargs(name: str, factory: ArchitectureFactory, kwargs: Mapping[str, 
         params = [p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         accepted = ", ".join(p.name for p in params) or "none"
         raise ValueError(f"bad kwargs {sorted(kwargs)} for architecture {name!r} ({err}); it accepts: {accepted}") from None
-
-
-class Normalized(nn.Module):
-    """``model((x - mean) / std)`` with per-channel ``mean``/``std`` (kept out of the state dict)."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        mean_t = torch.tensor([float(m) for m in mean])
-        std_t = torch.tensor([float(s) for s in std])
-        if mean_t.shape != std_t.shape or mean_t.dim() != 1 or not (std_t > 0).all():
-            raise ValueError(f"normalization needs equally long mean and positive std lists, got {mean}, {std}")
-        self.model = model
-        self.register_buffer("mean", mean_t[None, :, None, None], persistent=False)
-        self.register_buffer("std", std_t[None, :, None, None], persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 
 def tag_architecture(
