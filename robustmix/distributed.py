@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_from_env", "all_reduce_sum", "shard"]
+__all__ = ["DistContext", "init_from_env"]
 
 
 @dataclass(frozen=True)
@@ -52,23 +52,3 @@ def init_from_env(backend: str | None = None, device: str | None = None) -> Dist
     if not dist.is_initialized():
         dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
-
-
-def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Sum ``tensor`` over all processes (returns it unchanged for one process)."""
-    if ctx.distributed:
-        tensor = tensor.clone()
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def shard(n: int, ctx: DistContext) -> slice:
-    """The contiguous part of a global batch of ``n`` items that this rank processes.
-
-    ``n`` must divide evenly so every rank computes the same-size local batch; DDP's gradient average
-    over ranks then equals the gradient of the mean loss over the global batch.
-    """
-    if n % ctx.world_size:
-        raise ValueError(f"global batch {n} is not divisible by world size {ctx.world_size}")
-    per = n // ctx.world_size
-    return slice(ctx.rank * per, (ctx.rank + 1) * per)
