@@ -1,7 +1,8 @@
 """Command line: ``robustmix <command> --help``.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; it is
-imported only when invoked, so ``robustmix --help`` stays fast.
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``. Under
+``torchrun`` use the module form, e.g. ``torchrun --nproc_per_node=2 -m robustmix train --out runs/ddp``:
+demo, train and eval split their work over the processes and rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under torchrun the commands join a process group; leave it cleanly when the command ends."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 from .attacks import PAPER_ALPHAS
 from .data import Split
 from .demo_models import DEMO_EPS, Tempered
+from .distributed import DistContext, init_from_env
 from .policy import PolicyNet
 from .smoothing import AdaptiveSmoothing
 from .training import PolicyTrainer
@@ -76,8 +77,21 @@ def demo_trainer(
     checkpoint_every: int = 25,
     resume: bool = False,
     progress: bool = True,
+    ctx: DistContext | None = None,
 ) -> PolicyTrainer:
-    """The demo's :class:`PolicyTrainer` (eq. 9) on the training split."""
+    """The demo's :class:`PolicyTrainer` (eq. 9) on the training split.
+
+    Under ``torchrun`` (``ctx`` with several ranks) each rank trains on its shard with an equal part of the
+    recipe's batch, so the global batch, and hence the recipe, is the same for any number of processes.
+    """
+    ctx = ctx or DistContext()
+    config = dict(TRAIN_CONFIG)
+    if config["batch_size"] % ctx.world_size:
+        raise ValueError(
+            f"the demo's global batch of {config['batch_size']} does not split evenly over {ctx.world_size} "
+            "processes; use a number of processes that divides it"
+        )
+    config["batch_size"] //= ctx.world_size
     return PolicyTrainer(
         model,
         split.x_train,
@@ -87,8 +101,10 @@ def demo_trainer(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
         resume=resume,
-        progress=progress,
-        **TRAIN_CONFIG,
+        progress=progress and ctx.is_main,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        **config,
     )
 
 
@@ -112,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .demo_models import get_demo_models
+    from .demo_models import get_demo_models_on_every_rank
     from .evaluate import (
         AttackSuite,
         EvalReport,
@@ -123,13 +139,14 @@ def run(args: argparse.Namespace) -> int:
     )
 
     start = time.perf_counter()
-    progress = not args.no_progress
+    ctx = init_from_env(device="cpu")  # one process, or one rank under torchrun
+    progress = not args.no_progress and ctx.is_main
     torch.manual_seed(args.seed)
-    g, h, split = get_demo_models(
-        quick=args.quick, seed=args.seed, cache_dir=args.cache_dir, progress=progress
+    g, h, split = get_demo_models_on_every_rank(
+        ctx, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir, progress=progress
     )
     model = build_demo_mixture(g, h, seed=args.seed)
-    trainer = demo_trainer(model, split, quick=args.quick, seed=args.seed, progress=progress)
+    trainer = demo_trainer(model, split, quick=args.quick, seed=args.seed, progress=progress, ctx=ctx)
     trainer.fit(steps=demo_steps(trainer, args.quick))
     model.eval()
 
@@ -144,12 +161,16 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         autoattack={"auto": None, "on": True, "off": False}[args.autoattack],
     )
+    dist = ctx.distributed
     report = evaluate_models(
-        {"g (standard CNN)": model.g, "h (PGD-trained CNN)": model.h}, x, y, suite, progress
+        {"g (standard CNN)": model.g, "h (PGD-trained CNN)": model.h}, x, y, suite, progress, distributed=dist
     )
-    adaptive = evaluate_models({"adaptive mixture (policy)": model}, x, y, suite, progress).scores[0]
+    adaptive = evaluate_models({"adaptive mixture (policy)": model}, x, y, suite, progress, distributed=dist)
+    adaptive = adaptive.scores[0]
     sweep_alphas = (0.0, 1.0, math.inf) if args.quick else SWEEP_ALPHAS
-    sweep = alpha_sweep(model, x, y, suite, alphas=sweep_alphas, progress=progress)
+    sweep = alpha_sweep(model, x, y, suite, alphas=sweep_alphas, progress=progress, distributed=dist)
+    if not ctx.is_main:
+        return 0
     table = EvalReport([*report.scores, adaptive, *sweep], suite)
     print(format_table(table, title=f"digits, l_inf eps={DEMO_EPS} (Table 1 shape)"))
     print(_verdict(report.scores[0], report.scores[1], adaptive, sweep))

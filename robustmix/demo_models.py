@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .attacks import pgd
 from .data import Split, load_digits_split
+from .distributed import DistContext, broadcast_module, main_rank_first
 
 __all__ = ["Tempered", "digits_cnn", "train_standard", "train_adversarial", "get_demo_models", "DEMO_EPS", "accuracy"]
 
@@ -186,3 +187,15 @@ def get_demo_models(
         save_file(tensors, str(tmp), metadata={"recipe": json.dumps(recipe)})
         tmp.replace(path)
     return g, h, split
+
+
+def get_demo_models_on_every_rank(
+    ctx: DistContext, quick: bool = False, seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True
+) -> tuple[nn.Module, nn.Module, Split]:
+    """:func:`get_demo_models` under ``torchrun``: rank 0 trains (and caches) first, the other ranks then read
+    the cache (or train the same recipe), and g and h are broadcast from rank 0 so they are identical
+    everywhere. For one process this is :func:`get_demo_models`."""
+    with main_rank_first(ctx):
+        g, h, split = get_demo_models(quick=quick, seed=seed, cache_dir=cache_dir, progress=progress and ctx.is_main)
+    return broadcast_module(g), broadcast_module(h), split
+

@@ -13,13 +13,23 @@ Multi-node: run the same command on every node, e.g. on 2 nodes with 8 GPUs each
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 
-__all__ = ["DistContext", "init_from_env"]
+__all__ = [
+    "DistContext",
+    "init_from_env",
+    "main_rank_first",
+    "broadcast_module",
+    "require_process_group",
+    "all_reduce",
+]
 
 
 @dataclass(frozen=True)
@@ -52,3 +62,55 @@ def init_from_env(backend: str | None = None, device: str | None = None) -> Dist
     if not dist.is_initialized():
         dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
+
+
+@contextlib.contextmanager
+def main_rank_first(ctx: DistContext) -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks (e.g. rank 0 downloads or trains and caches,
+    the others then read the cache instead of racing it). A plain block for one process."""
+    if ctx.distributed and not ctx.is_main:
+        dist.barrier()
+    yield
+    if ctx.distributed and ctx.is_main:
+        dist.barrier()
+
+
+def _comm_device() -> torch.device:
+    nccl = dist.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
+    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (no-op without a process
+    group), so frozen models such as g and h are bit-identical everywhere; returns ``module``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return module
+    for tensor in module.state_dict().values():
+        buffer = tensor.to(_comm_device(), copy=True)
+        dist.broadcast(buffer, src=src)
+        tensor.copy_(buffer)
+    return module
+
+
+def require_process_group(what: str) -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; a clear error when none is initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(
+            f"{what} with distributed=True needs an initialised torch.distributed process group: launch with "
+            "torchrun and call robustmix.distributed.init_from_env() first"
+        )
+    return dist.get_rank(), dist.get_world_size()
+
+
+def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
+    """Element-wise ``"sum"`` or ``"max"`` of ``tensor`` over all ranks, returned on ``tensor``'s device.
+
+    The reduction runs where the backend can do it (a CUDA device for nccl, the CPU for gloo).
+    """
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    if op not in ops:
+        raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+    buffer = tensor.to(_comm_device(), copy=True)
+    dist.all_reduce(buffer, op=ops[op])
+    return buffer.to(tensor.device)

@@ -2,6 +2,7 @@
 
 Prints a Table-1-style table (every robust number is the per-example worst case over the attack suite)
 and optionally writes the α-sweep plot. Heavy imports happen inside :func:`run` so ``--help`` stays fast.
+Under ``torchrun --nproc_per_node=N`` the examples are split over the N processes; rank 0 prints.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .demo_models import DEMO_EPS, get_demo_models
+    from .demo_models import DEMO_EPS, get_demo_models_on_every_rank
+    from .distributed import init_from_env
     from .evaluate import (
         AttackSuite,
         EvalReport,
@@ -55,20 +57,24 @@ def run(args: argparse.Namespace) -> int:
     )
     from .smoothing import AdaptiveSmoothing
 
-    progress = False if args.no_progress else None
+    ctx = init_from_env(device="cpu")  # one process, or one rank under torchrun (gloo)
+    progress = False if args.no_progress or not ctx.is_main else None
     suite = AttackSuite(
         eps=DEMO_EPS if args.eps is None else args.eps, norm=args.norm, steps=args.steps, restarts=args.restarts,
         alphas=args.alphas, autoattack={"auto": None, "on": True, "off": False}[args.autoattack],
         batch_size=args.batch_size, seed=args.seed,
     )
-    g, h, split = get_demo_models(quick=args.quick, seed=args.seed, cache_dir=args.cache_dir,
-                                  progress=not args.no_progress)
+    g, h, split = get_demo_models_on_every_rank(ctx, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir,
+                                                progress=not args.no_progress)
     x, y = split.x_test, split.y_test
     if args.limit is not None:
         x, y = x[: args.limit], y[: args.limit]
-    report = evaluate_models({"g (standard)": g, "h (robust)": h}, x, y, suite, progress=progress)
+    dist = ctx.distributed
+    report = evaluate_models({"g (standard)": g, "h (robust)": h}, x, y, suite, progress=progress, distributed=dist)
     template = AdaptiveSmoothing(g, h, alpha=1.0, mode=args.mode, norm=args.norm, space=args.space)
-    sweep = alpha_sweep(template, x, y, suite, progress=progress)
+    sweep = alpha_sweep(template, x, y, suite, progress=progress, distributed=dist)
+    if not ctx.is_main:
+        return 0
     report = EvalReport(report.scores + sweep, suite)
     print(format_table(report, title=f"digits demo ({'quick' if args.quick else 'full'} models, seed {args.seed})"))
     if args.plot:

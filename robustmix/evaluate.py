@@ -6,6 +6,14 @@ mixture at every fixed α_t (eq. 6, section 6.3), the adaptive PGD through the p
 and AutoAttack when enabled; for a single model, PGD with restarts and AutoAttack when enabled. Each attack
 only runs on the examples that survived the previous ones, which gives the same answer as attacking every
 example with every attack and taking the AND.
+
+The examples are processed in chunks of ``suite.batch_size``; chunk ``k`` draws its random starts from a
+generator seeded with ``(suite.seed, k)``, so a chunk's result does not depend on which process runs it.
+With ``distributed=True`` (under ``torchrun``, after :func:`robustmix.distributed.init_from_env`) rank ``r``
+of ``W`` runs chunks ``r, r + W, r + 2W, ...`` and the per-example results are summed over the ranks: every
+rank returns the same full result, equal to the single-process one. (Round-robin over whole chunks rather
+than ``DistributedSampler`` over examples: the sampler pads the last round with repeated examples, which
+would cost work here and change batch composition, hence the random starts, with the world size.)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attacks import AUTOATTACK_VERSIONS, PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
+from .distributed import all_reduce, require_process_group
 from .sensitivity import check_choice
 from .smoothing import AdaptiveSmoothing
 
@@ -152,36 +161,80 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return model(x).argmax(dim=1) == y
 
 
-def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> Tensor:
-    """Per-example clean correctness ``[N]`` (bool), batched."""
+class _Chunks:
+    """The chunks of ``batch_size`` examples this process handles, and the merge of per-rank results."""
+
+    def __init__(self, y: Tensor, batch_size: int, distributed: bool, what: str) -> None:
+        self.n, self.batch_size = len(y), batch_size
+        self.rank, self.world_size = require_process_group(what) if distributed else (0, 1)
+        if self.world_size > 1:
+            # Every rank must hold the same examples, or the merged result would be silently wrong.
+            mine = torch.tensor([self.n, batch_size, int(y.sum())], dtype=torch.float64)
+            high_low = all_reduce(torch.cat([mine, -mine]), op="max")  # the same on every rank
+            if not torch.equal(high_low[:3], -high_low[3:]):
+                raise ValueError(
+                    f"{what}: ranks disagree on the examples (count, labels) or the batch size; "
+                    "give every rank the same x, y and batch size"
+                )
+        self.starts = range(self.rank * batch_size, self.n, self.world_size * batch_size)
+
+    def __iter__(self):
+        """``(chunk index, slice)`` of each of this rank's chunks."""
+        for start in self.starts:
+            yield start // self.batch_size, slice(start, start + self.batch_size)
+
+    def merge(self, result: Tensor) -> Tensor:
+        """The full ``[N]`` bool result from each rank's part (entries outside its chunks are False)."""
+        if self.world_size == 1:
+            return result
+        return all_reduce(result.to(torch.int32)) > 0
+
+
+def clean_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256, distributed: bool = False
+) -> Tensor:
+    """Per-example clean correctness ``[N]`` (bool), batched; ``distributed``: split over the ranks."""
     _check_data(x, y)
-    return torch.cat([_correct(model, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)])
+    chunks = _Chunks(y, batch_size, distributed, "clean_accuracy")
+    correct = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for _, part in chunks:
+        correct[part] = _correct(model, x[part], y[part])
+    return chunks.merge(correct)
 
 
 def robust_accuracy(
-    model: nn.Module, x: Tensor, y: Tensor, suite: AttackSuite, progress: bool | None = None, desc: str = "attacks"
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    suite: AttackSuite,
+    progress: bool | None = None,
+    desc: str = "attacks",
+    distributed: bool = False,
 ) -> Tensor:
     """Per-example robustness ``[N]`` (bool): correct clean and after every attack of ``suite``.
 
-    The mean is the worst-case robust accuracy. ``progress``: a tqdm bar (``None``: when stderr is a TTY).
+    The mean is the worst-case robust accuracy. ``progress``: a tqdm bar (``None``: when stderr is a TTY;
+    rank 0 only). ``distributed``: split the chunks over the ranks of the initialised process group (call it
+    on every rank with the same data); every rank gets the full result, equal to the single-process one.
     The model's weights and train/eval mode are left untouched; put BatchNorm/Dropout models in eval first.
     """
     _check_data(x, y)
     attacks = suite.attacks_for(model)
-    generator = torch.Generator().manual_seed(suite.seed)
+    chunks = _Chunks(y, suite.batch_size, distributed, "robust_accuracy")
     robust = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    starts = range(0, len(y), suite.batch_size)
-    with tqdm(total=len(starts) * len(attacks), desc=desc, disable=not _show_progress(progress), leave=False) as bar:
-        for start in starts:
-            xb, yb = x[start:start + suite.batch_size], y[start:start + suite.batch_size]
+    show = _show_progress(progress) and chunks.rank == 0
+    with tqdm(total=len(chunks.starts) * len(attacks), desc=desc, disable=not show, leave=False) as bar:
+        for k, part in chunks:
+            generator = torch.Generator().manual_seed(suite.seed * 1_000_003 + k)
+            xb, yb = x[part], y[part]
             alive = _correct(model, xb, yb)
             for _, attack in attacks:
                 idx = alive.nonzero().flatten()
                 if len(idx):
                     alive[idx] = _correct(model, attack(xb[idx], yb[idx], generator), yb[idx])
                 bar.update()
-            robust[start:start + len(yb)] = alive
-    return robust
+            robust[part] = alive
+    return chunks.merge(robust)
 
 
 @dataclass(frozen=True)
@@ -210,17 +263,26 @@ class EvalReport:
 
 
 def _score(name: str, model: nn.Module, x: Tensor, y: Tensor, suite: AttackSuite, progress: bool | None,
-           alpha: float | None = None) -> Score:
-    clean = clean_accuracy(model, x, y, suite.batch_size)
-    robust = robust_accuracy(model, x, y, suite, progress=progress, desc=name)
+           distributed: bool, alpha: float | None = None) -> Score:
+    clean = clean_accuracy(model, x, y, suite.batch_size, distributed=distributed)
+    robust = robust_accuracy(model, x, y, suite, progress=progress, desc=name, distributed=distributed)
     return Score(name, float(clean.float().mean()), float(robust.float().mean()), len(y), alpha)
 
 
 def evaluate_models(
-    models: Mapping[str, nn.Module], x: Tensor, y: Tensor, suite: AttackSuite, progress: bool | None = None
+    models: Mapping[str, nn.Module],
+    x: Tensor,
+    y: Tensor,
+    suite: AttackSuite,
+    progress: bool | None = None,
+    distributed: bool = False,
 ) -> EvalReport:
-    """Clean and worst-case robust accuracy of each named model (g, h, mixtures) on ``(x, y)``."""
-    return EvalReport([_score(name, m, x, y, suite, progress) for name, m in models.items()], suite)
+    """Clean and worst-case robust accuracy of each named model (g, h, mixtures) on ``(x, y)``.
+
+    ``distributed``: split the work over the ranks of the initialised process group (see
+    :func:`robust_accuracy`); every rank gets the same report.
+    """
+    return EvalReport([_score(name, m, x, y, suite, progress, distributed) for name, m in models.items()], suite)
 
 
 def alpha_sweep(
@@ -230,9 +292,11 @@ def alpha_sweep(
     suite: AttackSuite,
     alphas: Sequence[float] | None = None,
     progress: bool | None = None,
+    distributed: bool = False,
 ) -> list[Score]:
     """Scores of fixed-α mixtures of ``model.g`` and ``model.h`` with ``model``'s settings (mode, norm,
-    space, eps_c, detach_R), one per α (default ``suite.alphas``): the trade-off curve a policy must beat."""
+    space, eps_c, detach_R), one per α (default ``suite.alphas``): the trade-off curve a policy must beat.
+    ``distributed``: as in :func:`robust_accuracy`."""
     if not isinstance(model, AdaptiveSmoothing):
         raise ValueError(f"alpha_sweep needs an AdaptiveSmoothing model, got {type(model).__name__}")
     points = []
@@ -242,7 +306,7 @@ def alpha_sweep(
             space=model.space, detach_R=model.detach_R, jacobian_method=model.jacobian_method,
             chunk_size=model.chunk_size,
         )
-        points.append(_score(f"mixture α={float(a):g}", fixed, x, y, suite, progress, alpha=float(a)))
+        points.append(_score(f"mixture α={float(a):g}", fixed, x, y, suite, progress, distributed, alpha=float(a)))
     return points
 
 

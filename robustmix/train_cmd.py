@@ -3,6 +3,8 @@
 Writes ``OUT/policy.safetensors`` (the policy's weights) and ``OUT/policy.json`` (how to rebuild it: policy
 type and config, the mixture's settings and the base models' temperatures); checkpoints go to
 ``OUT/checkpoints`` and ``--resume`` continues a killed run exactly where its last checkpoint left off.
+Under ``torchrun --nproc_per_node=N`` the recipe's global batch is split over the N processes and the policy
+update runs in DistributedDataParallel; rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import torch
 
 from .demo import DEMO_MIX, build_demo_mixture, demo_steps, demo_trainer
-from .demo_models import accuracy, get_demo_models
+from .demo_models import accuracy, get_demo_models_on_every_rank
+from .distributed import init_from_env
 from .policy import policy_spec
 
 
@@ -30,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    ctx = init_from_env(device="cpu")  # one process, or one rank under torchrun (gloo)
     torch.manual_seed(args.seed)
-    progress = not args.no_progress
-    g, h, split = get_demo_models(
-        quick=args.quick, seed=args.seed, cache_dir=args.cache_dir, progress=progress
+    progress = not args.no_progress and ctx.is_main
+    g, h, split = get_demo_models_on_every_rank(
+        ctx, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir, progress=progress
     )
     model = build_demo_mixture(g, h, seed=args.seed)
     trainer = demo_trainer(
@@ -45,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         progress=progress,
+        ctx=ctx,
     )
-    if args.resume and trainer.step:
+    if args.resume and trainer.step and ctx.is_main:
         print(f"resumed at step {trainer.step}")
     trainer.fit(steps=args.steps if args.steps is not None else demo_steps(trainer, args.quick))
+    if not ctx.is_main:  # every rank holds the same policy; rank 0 writes it
+        return 0
 
     from safetensors.torch import save_file
 

@@ -17,7 +17,8 @@ complete checkpoint and continues bit-identically to an uninterrupted run.
 
 For distributed data-parallel use, every piece of state is held by the trainer (no globals beyond the
 RNG states it saves), the data order of epoch ``e`` is a pure function of ``(seed, e)`` sharded by
-``rank``/``world_size``, and one optimisation step is the public method :meth:`PolicyTrainer.training_step`.
+``rank``/``world_size`` with ``torch.utils.data.DistributedSampler``, and one optimisation step is the
+public method :meth:`PolicyTrainer.training_step`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from .attacks import PAPER_ALPHAS, adaptive_pgd, composite_pgd
@@ -205,10 +207,15 @@ class PolicyTrainer:
         return next(self.policy.parameters()).device
 
     def _shard(self, epoch: int) -> Tensor:
-        order = torch.randperm(
-            len(self.y_train), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        """This rank's indices of epoch ``epoch``: torch's ``DistributedSampler`` (shuffled with ``seed``,
+        the tail that does not divide evenly over the ranks dropped), so the union over the ranks of
+        every global batch is the batch one process would train on."""
+        sampler = DistributedSampler(
+            range(len(self.y_train)), num_replicas=self.world_size, rank=self.rank, shuffle=True,
+            seed=self.seed, drop_last=True,
         )
-        return order[self.rank :: self.world_size]
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
 
     @property
     def batches_per_epoch(self) -> int:

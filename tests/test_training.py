@@ -115,6 +115,17 @@ def test_data_order_is_seeded_and_sharded():
     assert not torch.equal(torch.cat(full.batch_indices(0)), torch.cat(full.batch_indices(1)))
 
 
+def test_uneven_shards_drop_the_tail_and_never_overlap():
+    model, x, y = _problem(n=41)
+    ranks = [_trainer(model, x, y, batch_size=4, seed=3, rank=r, world_size=3) for r in range(3)]
+    for epoch in range(2):
+        shards = [torch.cat(t.batch_indices(epoch)) for t in ranks]
+        assert [len(s) for s in shards] == [12, 12, 12]  # 41 // 3 = 13 per rank, full batches of 4
+        union = torch.cat(shards).tolist()
+        assert len(set(union)) == len(union)
+        assert all(t.batches_per_epoch == 3 for t in ranks)
+
+
 def test_bad_arguments():
     model, x, y = _problem()
     fixed = AdaptiveSmoothing(model.g, model.h, alpha=1.0)
