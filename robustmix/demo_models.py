@@ -20,7 +20,16 @@ from .attacks import pgd
 from .data import Split, load_digits_split
 from .distributed import DistContext, broadcast_module, main_rank_first
 
-__all__ = ["Tempered", "digits_cnn", "train_standard", "train_adversarial", "get_demo_models", "DEMO_EPS", "accuracy"]
+__all__ = [
+    "Tempered",
+    "digits_cnn",
+    "train_standard",
+    "train_adversarial",
+    "get_demo_models",
+    "get_demo_models_on_every_rank",
+    "DEMO_EPS",
+    "accuracy",
+]
 
 #: l_inf radius of the demo (pixels in [0, 1]); at 0.3 the trade-off on digits is real (DESIGN.md).
 DEMO_EPS = 0.3
