@@ -13,6 +13,8 @@ For each batch size (default 1, 32 and 256, all in one run, on the same inputs p
 Every ratio is the median of rounds that time the two sides back to back (see ``timing.interleaved_ratio``);
 one JSON line per device closes the output. Model: torchvision ResNet-18 pair at 32x32 (``--arch cifar``:
 the CIFAR ResNet-18 of the paper's experiments, ~25x the compute per image; use it on a GPU).
+Jacobian configurations whose floor would take more than ``--max-floor-seconds`` per call (c = 100 at
+batch 256 on a 2-core CPU: about a minute) are skipped with a line saying so.
 Usage: ``python benchmarks/sensitivity.py [--batches 1 32 256] [--classes 10 100] [--arch tv|cifar]``.
 """
 
@@ -55,7 +57,9 @@ def plain_forwards(*models: torch.nn.Module, x: torch.Tensor) -> None:
             model(x)
 
 
-def measure_batch(device: torch.device, arch: str, batch: int, classes: list[int], repeats: int) -> dict:
+def measure_batch(
+    device: torch.device, arch: str, batch: int, classes: list[int], repeats: int, max_floor_s: float
+) -> dict:
     x = torch.rand(batch, 3, 32, 32, device=device, generator=torch.Generator(device).manual_seed(batch))
     g, h = model_pair(arch, 10, device)
     argmax = AdaptiveSmoothing(g, h, alpha=1.0, mode="argmax")
@@ -67,6 +71,12 @@ def measure_batch(device: torch.device, arch: str, batch: int, classes: list[int
     print(f"  argmax-mode overhead = {ratio:.2f}x (g fwd + h fwd), {ratio_g:.2f}x (g fwd alone; paper 2.15x)")
     jacobian_repeats = max(3, repeats // 2)
     for c in classes:
+        estimate = base * (1 + c)  # a backward costs about a forward
+        if max_floor_s and estimate > max_floor_s:
+            print(f"  jacobian c={c}: skipped, its floor would take about {estimate:.0f} s per call "
+                  f"(> --max-floor-seconds {max_floor_s:g}; 0 measures it anyway)")
+            result[f"jacobian_c{c}"] = {"skipped_floor_estimate_s": estimate}
+            continue
         g, h = model_pair(arch, c, device)
         ratios, seconds = {}, {}
         for method in ("loop", "vmap", "auto"):
@@ -95,9 +105,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--arch", choices=("tv", "cifar"), default="tv")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--max-floor-seconds", type=float, default=20.0,
+                        help="skip jacobian configurations whose floor would take longer per call (0: no limit)")
     args = parser.parse_args()
     for device in devices():
-        runs = [measure_batch(device, args.arch, b, args.classes, args.repeats) for b in args.batches]
+        runs = [measure_batch(device, args.arch, b, args.classes, args.repeats, args.max_floor_seconds)
+                for b in args.batches]
         print(json.dumps({"device": str(device), "arch": args.arch, "threads": torch.get_num_threads(), "runs": runs}))
 
 
