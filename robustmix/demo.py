@@ -78,17 +78,22 @@ def demo_trainer(
     resume: bool = False,
     progress: bool = True,
     ctx: DistContext | None = None,
+    batch_size: int | None = None,
 ) -> PolicyTrainer:
     """The demo's :class:`PolicyTrainer` (eq. 9) on the training split.
 
     Under ``torchrun`` (``ctx`` with several ranks) each rank trains on its shard with an equal part of the
-    recipe's batch, so the global batch, and hence the recipe, is the same for any number of processes.
+    recipe's batch, so the global batch is the same for any number of processes (the policy's BatchNorm
+    layers see per-rank batch statistics, as in any DDP run without SyncBatchNorm). ``batch_size``: another
+    global batch than the recipe's.
     """
     ctx = ctx or DistContext()
     config = dict(TRAIN_CONFIG)
+    if batch_size is not None:  # the global batch
+        config["batch_size"] = batch_size
     if config["batch_size"] % ctx.world_size:
         raise ValueError(
-            f"the demo's global batch of {config['batch_size']} does not split evenly over {ctx.world_size} "
+            f"the global batch of {config['batch_size']} does not split evenly over {ctx.world_size} "
             "processes; use a number of processes that divides it"
         )
     config["batch_size"] //= ctx.world_size

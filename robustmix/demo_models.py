@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .attacks import pgd
 from .data import Split, load_digits_split
-from .distributed import DistContext, broadcast_module, main_rank_first
+from .distributed import DistContext, broadcast_module
 
 __all__ = [
     "Tempered",
@@ -201,10 +201,11 @@ def get_demo_models(
 def get_demo_models_on_every_rank(
     ctx: DistContext, quick: bool = False, seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True
 ) -> tuple[nn.Module, nn.Module, Split]:
-    """:func:`get_demo_models` under ``torchrun``: rank 0 trains (and caches) first, the other ranks then read
-    the cache (or train the same recipe), and g and h are broadcast from rank 0 so they are identical
-    everywhere. For one process this is :func:`get_demo_models`."""
-    with main_rank_first(ctx):
-        g, h, split = get_demo_models(quick=quick, seed=seed, cache_dir=cache_dir, progress=progress and ctx.is_main)
+    """:func:`get_demo_models` under ``torchrun``: rank 0 trains (or loads from ``cache_dir``) g and h, and
+    broadcasts their weights to the other ranks, which only build the architectures. For one process this
+    is :func:`get_demo_models`."""
+    if ctx.is_main:
+        g, h, split = get_demo_models(quick=quick, seed=seed, cache_dir=cache_dir, progress=progress)
+    else:
+        g, h, split = digits_cnn().eval(), digits_cnn().eval(), load_digits_split(seed=seed)
     return broadcast_module(g), broadcast_module(h), split
-

@@ -13,9 +13,7 @@ Multi-node: run the same command on every node, e.g. on 2 nodes with 8 GPUs each
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +23,6 @@ from torch import Tensor, nn
 __all__ = [
     "DistContext",
     "init_from_env",
-    "main_rank_first",
     "broadcast_module",
     "require_process_group",
     "all_reduce",
@@ -62,17 +59,6 @@ def init_from_env(backend: str | None = None, device: str | None = None) -> Dist
     if not dist.is_initialized():
         dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
-
-
-@contextlib.contextmanager
-def main_rank_first(ctx: DistContext) -> Iterator[None]:
-    """Run the block on rank 0 first, then on the other ranks (e.g. rank 0 downloads or trains and caches,
-    the others then read the cache instead of racing it). A plain block for one process."""
-    if ctx.distributed and not ctx.is_main:
-        dist.barrier()
-    yield
-    if ctx.distributed and ctx.is_main:
-        dist.barrier()
 
 
 def _comm_device() -> torch.device:

@@ -161,19 +161,28 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return model(x).argmax(dim=1) == y
 
 
+def _fingerprint(x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """Count, batch size, and plain and position-weighted sums of x and y (float64, on the CPU)."""
+    weights = torch.arange(1, len(y) + 1, device=y.device, dtype=torch.float64)
+    xs = x.detach().reshape(len(y), -1).double().sum(dim=1)
+    ys = y.double()
+    sums = torch.stack([xs.sum(), (xs * weights).sum(), ys.sum(), (ys * weights).sum()]).cpu()
+    return torch.cat([torch.tensor([len(y), batch_size], dtype=torch.float64), sums])
+
+
 class _Chunks:
     """The chunks of ``batch_size`` examples this process handles, and the merge of per-rank results."""
 
-    def __init__(self, y: Tensor, batch_size: int, distributed: bool, what: str) -> None:
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, distributed: bool, what: str) -> None:
         self.n, self.batch_size = len(y), batch_size
         self.rank, self.world_size = require_process_group(what) if distributed else (0, 1)
         if self.world_size > 1:
             # Every rank must hold the same examples, or the merged result would be silently wrong.
-            mine = torch.tensor([self.n, batch_size, int(y.sum())], dtype=torch.float64)
+            mine = _fingerprint(x, y, batch_size)
             high_low = all_reduce(torch.cat([mine, -mine]), op="max")  # the same on every rank
-            if not torch.equal(high_low[:3], -high_low[3:]):
+            if not torch.equal(high_low[: len(mine)], -high_low[len(mine):]):
                 raise ValueError(
-                    f"{what}: ranks disagree on the examples (count, labels) or the batch size; "
+                    f"{what}: ranks disagree on the examples (x, y) or the batch size; "
                     "give every rank the same x, y and batch size"
                 )
         self.starts = range(self.rank * batch_size, self.n, self.world_size * batch_size)
@@ -195,7 +204,7 @@ def clean_accuracy(
 ) -> Tensor:
     """Per-example clean correctness ``[N]`` (bool), batched; ``distributed``: split over the ranks."""
     _check_data(x, y)
-    chunks = _Chunks(y, batch_size, distributed, "clean_accuracy")
+    chunks = _Chunks(x, y, batch_size, distributed, "clean_accuracy")
     correct = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     for _, part in chunks:
         correct[part] = _correct(model, x[part], y[part])
@@ -220,7 +229,7 @@ def robust_accuracy(
     """
     _check_data(x, y)
     attacks = suite.attacks_for(model)
-    chunks = _Chunks(y, suite.batch_size, distributed, "robust_accuracy")
+    chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy")
     robust = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     show = _show_progress(progress) and chunks.rank == 0
     with tqdm(total=len(chunks.starts) * len(attacks), desc=desc, disable=not show, leave=False) as bar:

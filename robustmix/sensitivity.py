@@ -168,17 +168,18 @@ def _grads_vmap(
 
 
 #: On CPU, batches with at most this many input elements take the vmap path under ``method="auto"``.
-_CPU_VMAP_MAX_ELEMENTS = 32 * 3 * 32 * 32
+_CPU_VMAP_MAX_ELEMENTS = 16 * 3 * 32 * 32
 
 
 def resolve_method(method: Method, x: Tensor) -> Literal["vmap", "loop"]:
     """``auto`` picks the path measured faster for ``x``'s device and size (``benchmarks/sensitivity.py``).
 
     On CUDA the vectorised backward wins. On CPU it wins while one backward pass has little work to spread
-    over the cores (torchvision ResNet-18 at 32x32: vmap/floor 0.69-0.77x at batch 1, 0.93-1.02x at batch
-    32) and ties or loses on large batches (1.08x vs 1.08x at batch 256, and 1.15-1.26x with the smaller
-    chunks that would bound its memory), so small batches (at most 32 CIFAR-sized images' worth of input
-    elements) take vmap and larger ones the per-class loop, which also needs the least memory.
+    over the cores (torchvision ResNet-18 at 32x32, 2 cores, time / floor: vmap 0.69-0.75x against the
+    loop's 0.92-1.07x at batch 1; 0.82x of the loop at batch 8) and loses on larger batches (batch 32:
+    1.07-1.10x against 0.97-1.00x; batch 256: 1.28x against 0.99x), so batches of at most 16 CIFAR-sized
+    images' worth of input elements take vmap and larger ones the per-class loop, which also needs the
+    least memory.
     """
     check_choice("method", method, _METHODS)
     if method != "auto":

@@ -41,6 +41,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from .attacks import PAPER_ALPHAS, adaptive_pgd, composite_pgd
+from .distributed import all_reduce, broadcast_module
 from .smoothing import AdaptiveSmoothing
 
 __all__ = ["PolicyTrainer", "composite_loss", "alpha_star_sign", "frozen"]
@@ -184,6 +185,23 @@ class PolicyTrainer:
         self._synced_policy = self._data_parallel_policy()
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_FILE).exists():
             self.load_checkpoint(self.checkpoint_dir)
+        self._check_ranks_agree_on_step()
+
+    def _in_process_group(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def _check_ranks_agree_on_step(self) -> None:
+        """Under torchrun every rank must start at the same step (e.g. all found rank 0's checkpoint), or
+        the ranks would run different numbers of synchronised steps and hang; fail on every rank instead."""
+        if not self._in_process_group():
+            return
+        step = torch.tensor([self.step, -self.step], dtype=torch.float64)
+        high, neg_low = all_reduce(step, op="max").tolist()
+        if high != -neg_low:
+            raise ValueError(
+                f"ranks start at different steps ({-neg_low:g} to {high:g}): every rank must see the same "
+                "checkpoint_dir (a shared filesystem) to resume"
+            )
 
     def _data_parallel_policy(self) -> nn.Module:
         """The policy wrapped in DistributedDataParallel when torch.distributed is initialised.
@@ -192,7 +210,7 @@ class PolicyTrainer:
         backward averages the gradients over ranks); the attacks use the bare policy, since they
         differentiate with respect to the input only.
         """
-        if self.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        if not self._in_process_group():
             return self.policy
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise ValueError(
@@ -212,7 +230,7 @@ class PolicyTrainer:
         every global batch is the batch one process would train on."""
         sampler = DistributedSampler(
             range(len(self.y_train)), num_replicas=self.world_size, rank=self.rank, shuffle=True,
-            seed=self.seed, drop_last=True,
+            seed=self.seed * 100_003, drop_last=True,  # the sampler adds the epoch: seeds never overlap
         )
         sampler.set_epoch(epoch)
         return torch.tensor(list(sampler), dtype=torch.long)
@@ -369,6 +387,10 @@ class PolicyTrainer:
                     self.save_checkpoint(self.checkpoint_dir)
         finally:
             bar.close()
+        if self._in_process_group():
+            # DDP keeps the weights in step, but buffers (BatchNorm running statistics) hold each rank's
+            # last batch: take rank 0's so every rank ends with the policy rank 0 checkpoints.
+            broadcast_module(self.policy)
         if self.checkpoint_dir is not None:
             self.save_checkpoint(self.checkpoint_dir)
         self.policy.eval()

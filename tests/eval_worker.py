@@ -2,8 +2,8 @@
 
 Run as ``python tests/eval_worker.py DIR TAG`` or under ``torchrun --nproc_per_node=N``. Reads the pair and
 the examples from ``DIR/pair.safetensors`` and writes each rank's per-example results to
-``DIR/TAG-rank{r}.safetensors``. With ``TAG == "mismatch"`` rank 1 drops an example, which must fail on
-every rank with a clear error instead of merging wrong results.
+``DIR/TAG-rank{r}.safetensors``. With ``TAG == "mismatch"`` rank 1 drops an example, with ``"shuffled"`` it
+reverses their order; both must fail on every rank with a clear error instead of merging wrong results.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main(directory: str, tag: str) -> None:
     x, y = saved["x"], saved["y"]
     if tag == "mismatch" and ctx.rank == 1:
         x, y = x[:-1], y[:-1]
+    if tag == "shuffled" and ctx.rank == 1:  # same count, same label and pixel totals, other order
+        x, y = x.flip(0), y.flip(0)
     # Random starts and restarts: the result only matches across world sizes if every chunk draws the same.
     suite = AttackSuite(eps=EPS, steps=4, restarts=2, alphas=(0.0, 1.46, math.inf), autoattack=False,
                         batch_size=23, seed=7)

@@ -55,6 +55,17 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 
 
 
+def test_ranks_end_with_the_same_batchnorm_statistics(tmp_path):
+    out = tmp_path / "bn.safetensors"
+    run([*torchrun(2), str(WORKER), str(out), "16", "bn"])
+    rank0, rank1 = load_file(f"{out}.rank0"), load_file(f"{out}.rank1")
+    initial = load_file(f"{out}.init")
+    stats = [k for k in rank0 if k.endswith("running_mean")]
+    assert stats and any(not torch.equal(rank0[k], initial[k]) for k in stats)  # the statistics moved
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+
+
 @pytest.fixture(scope="module")
 def eval_dir(tmp_path_factory) -> pathlib.Path:
     g, h, x, y = trained_pair()
@@ -79,8 +90,9 @@ def test_evaluation_split_over_three_processes_equals_one_process(eval_dir):
     assert single["robust_mixture"].any()
 
 
-def test_ranks_with_different_data_fail_with_a_clear_error(eval_dir):
-    stderr = run([*torchrun(2), str(EVAL_WORKER), str(eval_dir), "mismatch"], expect_ok=False)
+@pytest.mark.parametrize("tag", ["mismatch", "shuffled"])
+def test_ranks_with_different_data_fail_with_a_clear_error(eval_dir, tag):
+    stderr = run([*torchrun(2), str(EVAL_WORKER), str(eval_dir), tag], expect_ok=False)
     assert stderr.count("ranks disagree on the examples") >= 2  # on every rank, not a hang or a wrong merge
 
 

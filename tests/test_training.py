@@ -115,15 +115,17 @@ def test_data_order_is_seeded_and_sharded():
     assert not torch.equal(torch.cat(full.batch_indices(0)), torch.cat(full.batch_indices(1)))
 
 
-def test_uneven_shards_drop_the_tail_and_never_overlap():
-    model, x, y = _problem(n=41)
-    ranks = [_trainer(model, x, y, batch_size=4, seed=3, rank=r, world_size=3) for r in range(3)]
+def test_global_batches_over_ranks_are_the_single_process_batches():
+    model, x, y = _problem(n=40)
+    full = _trainer(model, x, y, batch_size=6, seed=3)
+    ranks = [_trainer(model, x, y, batch_size=2, seed=3, rank=r, world_size=3) for r in range(3)]
+    assert full.batches_per_epoch == 6 and all(t.batches_per_epoch == 6 for t in ranks)  # 36 of 40 used
     for epoch in range(2):
-        shards = [torch.cat(t.batch_indices(epoch)) for t in ranks]
-        assert [len(s) for s in shards] == [12, 12, 12]  # 41 // 3 = 13 per rank, full batches of 4
-        union = torch.cat(shards).tolist()
-        assert len(set(union)) == len(union)
-        assert all(t.batches_per_epoch == 3 for t in ranks)
+        for k, batch in enumerate(full.batch_indices(epoch)):
+            union = torch.cat([t.batch_indices(epoch)[k] for t in ranks])
+            assert sorted(union.tolist()) == sorted(batch.tolist())
+    other_seed = _trainer(model, x, y, batch_size=6, seed=4)
+    assert not torch.equal(torch.cat(other_seed.batch_indices(0)), torch.cat(full.batch_indices(1)))
 
 
 def test_bad_arguments():
