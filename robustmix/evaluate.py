@@ -150,6 +150,8 @@ def _check_data(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x must be a batched floating-point tensor [N, ...], got {getattr(x, 'shape', x)!r}")
     if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
         raise ValueError(f"y must be int64 labels of shape [{x.shape[0]}], got {getattr(y, 'shape', y)!r}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf values; clean the data before evaluating on it")
 
 
 def _show_progress(progress: bool | None) -> bool:

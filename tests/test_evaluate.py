@@ -161,6 +161,13 @@ def test_robust_accuracy_rejects_bad_data() -> None:
         robust_accuracy(g, x[:4], y[:5], _suite())
     with pytest.raises(ValueError, match="floating-point"):
         robust_accuracy(g, (x[:4] * 16).long(), y[:4], _suite())
+    for bad in (math.nan, math.inf):
+        broken = x[:4].clone()
+        broken[2, 0] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            robust_accuracy(g, broken, y[:4], _suite())
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            clean_accuracy(g, broken, y[:4])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyautoattack") is None,
