@@ -39,7 +39,7 @@ def worker(steps: int, warmup: int, batch: int) -> None:
     from robustmix.data import load_digits_split
     from robustmix.demo import build_demo_mixture, demo_trainer
     from robustmix.demo_models import digits_cnn
-    from robustmix.distributed import broadcast_module, init_from_env
+    from robustmix.distributed import broadcast_module, close_process_group, init_from_env
 
     ctx = init_from_env(device="cpu")
     torch.manual_seed(0)
@@ -56,8 +56,7 @@ def worker(steps: int, warmup: int, batch: int) -> None:
     seconds = time.perf_counter() - start
     if ctx.is_main:
         print(json.dumps({"examples_per_s": steps * batch / seconds, "step_s": seconds / steps}))
-    if ctx.distributed:
-        dist.destroy_process_group()
+    close_process_group()
 
 
 def launch(nproc: int, threads: int, steps: int, warmup: int, batch: int) -> dict:

@@ -39,14 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     finally:
-        _close_process_group()
+        if "torch.distributed" in sys.modules:  # under torchrun the commands join a process group
+            from .distributed import close_process_group
 
-
-def _close_process_group() -> None:
-    """Under torchrun the commands join a process group; leave it cleanly when the command ends."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+            close_process_group()
 
 
 if __name__ == "__main__":

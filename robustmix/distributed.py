@@ -13,6 +13,7 @@ Multi-node: run the same command on every node, e.g. on 2 nodes with 8 GPUs each
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ __all__ = [
     "broadcast_module",
     "require_process_group",
     "all_reduce",
+    "close_process_group",
 ]
 
 
@@ -100,3 +102,17 @@ def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
     buffer = tensor.to(_comm_device(), copy=True)
     dist.all_reduce(buffer, op=ops[op])
     return buffer.to(tensor.device)
+
+
+def close_process_group() -> None:
+    """Leave the default process group at the end of a script (no-op when none is initialised).
+
+    Call it on every rank once communication is over, after dropping objects that hold the group (a
+    ``PolicyTrainer`` drops its DistributedDataParallel wrapper when ``fit`` returns). Garbage that still
+    refers to the group is collected first, so ``destroy_process_group`` really stops the backend's worker
+    threads: gloo threads that outlive the interpreter's shutdown can abort the process after a
+    successful run ("terminate called without an active exception").
+    """
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()

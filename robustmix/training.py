@@ -182,7 +182,10 @@ class PolicyTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self._materialize()
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
-        self._synced_policy = self._data_parallel_policy()
+        self._check_process_group_matches()
+        self._data_parallel: DistributedDataParallel | None = None
+        if self._in_process_group():
+            broadcast_module(self.policy)  # every rank starts from rank 0's initial policy
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_FILE).exists():
             self.load_checkpoint(self.checkpoint_dir)
         self._check_ranks_agree_on_step()
@@ -203,21 +206,27 @@ class PolicyTrainer:
                 "checkpoint_dir (a shared filesystem) to resume"
             )
 
-    def _data_parallel_policy(self) -> nn.Module:
-        """The policy wrapped in DistributedDataParallel when torch.distributed is initialised.
-
-        Only the forward that the policy's loss is differentiated through goes via the wrapper (its
-        backward averages the gradients over ranks); the attacks use the bare policy, since they
-        differentiate with respect to the input only.
-        """
-        if not self._in_process_group():
-            return self.policy
-        if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
+    def _check_process_group_matches(self) -> None:
+        if self._in_process_group() and (dist.get_world_size() != self.world_size or dist.get_rank() != self.rank):
             raise ValueError(
                 f"rank/world_size ({self.rank}/{self.world_size}) disagree with torch.distributed "
                 f"({dist.get_rank()}/{dist.get_world_size()})"
             )
-        return DistributedDataParallel(self.policy)
+
+    def _synced_policy(self) -> nn.Module:
+        """The policy wrapped in DistributedDataParallel when torch.distributed is initialised.
+
+        Only the forward that the policy's loss is differentiated through goes via the wrapper (its
+        backward averages the gradients over ranks); the attacks use the bare policy, since they
+        differentiate with respect to the input only. The wrapper is built on the first step (every rank
+        takes that step together) and dropped when ``fit`` returns, so it does not keep the process group
+        alive: ``destroy_process_group`` can then stop the backend's threads before the interpreter exits.
+        """
+        if not self._in_process_group():
+            return self.policy
+        if self._data_parallel is None:
+            self._data_parallel = DistributedDataParallel(self.policy)
+        return self._data_parallel
 
     # -- data -----------------------------------------------------------------------------------------
     @property
@@ -333,7 +342,7 @@ class PolicyTrainer:
         """
         detach_r = self.model.detach_R
         self.model.detach_R = True
-        self.model.policy = self._synced_policy
+        self.model.policy = self._synced_policy()
         try:
             return self.model.forward_details(x.detach().requires_grad_(True))
         finally:
@@ -387,6 +396,7 @@ class PolicyTrainer:
                     self.save_checkpoint(self.checkpoint_dir)
         finally:
             bar.close()
+            self._data_parallel = None
         if self._in_process_group():
             # DDP keeps the weights in step, but buffers (BatchNorm running statistics) hold each rank's
             # last batch: take rank 0's so every rank ends with the policy rank 0 checkpoints.

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from robustmix import AdaptiveSmoothing
-from robustmix.distributed import init_from_env
+from robustmix.distributed import close_process_group, init_from_env
 from robustmix.policy import LogitPolicy
 from robustmix.training import PolicyTrainer
 
@@ -39,8 +39,7 @@ def main(out: str, global_batch: int, batch_norm: bool = False) -> None:
         save_file(initial, out + ".init")
     if batch_norm:  # every rank's state, running statistics included
         save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, f"{out}.rank{ctx.rank}")
-    if ctx.distributed:
-        torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 if __name__ == "__main__":

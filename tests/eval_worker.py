@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from robustmix import AdaptiveSmoothing
-from robustmix.distributed import init_from_env
+from robustmix.distributed import close_process_group, init_from_env
 from robustmix.evaluate import AttackSuite, alpha_sweep, clean_accuracy, robust_accuracy
 from tests.test_attacks import EPS, _LogitPolicy, _mlp
 
@@ -45,8 +45,7 @@ def main(directory: str, tag: str) -> None:
     sweep = alpha_sweep(mixture, x, y, suite, alphas=(1.46,), progress=False, distributed=distributed)
     out["sweep"] = torch.tensor([sweep[0].clean, sweep[0].robust], dtype=torch.float64)
     save_file(out, f"{directory}/{tag}-rank{ctx.rank}.safetensors")
-    if ctx.distributed:
-        torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 if __name__ == "__main__":
