@@ -39,10 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     finally:
-        if "torch.distributed" in sys.modules:  # under torchrun the commands join a process group
-            from .distributed import close_process_group
+        from .distributed import close_process_group  # under torchrun the commands join a process group
 
-            close_process_group()
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -69,12 +69,13 @@ def _comm_device() -> torch.device:
 
 
 @torch.no_grad()
-def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
-    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (no-op without a process
-    group), so frozen models such as g and h are bit-identical everywhere; returns ``module``."""
+def broadcast_module(module: nn.Module, src: int = 0, buffers_only: bool = False) -> nn.Module:
+    """Copy rank ``src``'s parameters and buffers (only the buffers with ``buffers_only``) into ``module``
+    on every rank (no-op without a process group), so frozen models such as g and h are bit-identical
+    everywhere; returns ``module``."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return module
-    for tensor in module.state_dict().values():
+    for tensor in module.buffers() if buffers_only else module.state_dict().values():
         buffer = tensor.to(_comm_device(), copy=True)
         dist.broadcast(buffer, src=src)
         tensor.copy_(buffer)

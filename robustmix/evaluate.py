@@ -18,6 +18,7 @@ would cost work here and change batch composition, hence the random starts, with
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import sys
@@ -163,29 +164,34 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return model(x).argmax(dim=1) == y
 
 
-def _fingerprint(x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    """Count, batch size, and plain and position-weighted sums of x and y (float64, on the CPU)."""
-    weights = torch.arange(1, len(y) + 1, device=y.device, dtype=torch.float64)
-    xs = x.detach().reshape(len(y), -1).double().sum(dim=1)
-    ys = y.double()
-    sums = torch.stack([xs.sum(), (xs * weights).sum(), ys.sum(), (ys * weights).sum()]).cpu()
-    return torch.cat([torch.tensor([len(y), batch_size], dtype=torch.float64), sums])
+def _fingerprint(x: Tensor, y: Tensor, batch_size: int, setup: str, rows: int = 1024) -> Tensor:
+    """A 56-bit digest (int64) of the bytes, shapes and dtypes of ``x`` and ``y``, the batch size and
+    ``setup``: exact, so ranks agree on it whatever their devices; hashed ``rows`` examples at a time."""
+    digest = hashlib.blake2b(digest_size=7)
+    digest.update(f"{tuple(x.shape)} {x.dtype} {tuple(y.shape)} {y.dtype} {batch_size} {setup}".encode())
+    for part in (x, y):
+        for block in part.detach().split(rows):
+            digest.update(block.contiguous().cpu().view(torch.uint8).numpy())
+    return torch.tensor([int.from_bytes(digest.digest(), "big")], dtype=torch.int64)
 
 
 class _Chunks:
     """The chunks of ``batch_size`` examples this process handles, and the merge of per-rank results."""
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, distributed: bool, what: str) -> None:
+    def __init__(
+        self, x: Tensor, y: Tensor, batch_size: int, distributed: bool, what: str, setup: str = ""
+    ) -> None:
         self.n, self.batch_size = len(y), batch_size
         self.rank, self.world_size = require_process_group(what) if distributed else (0, 1)
         if self.world_size > 1:
-            # Every rank must hold the same examples, or the merged result would be silently wrong.
-            mine = _fingerprint(x, y, batch_size)
+            # Every rank must hold the same examples and run the same attacks, or the merged result would
+            # be silently wrong.
+            mine = _fingerprint(x, y, batch_size, setup)
             high_low = all_reduce(torch.cat([mine, -mine]), op="max")  # the same on every rank
-            if not torch.equal(high_low[: len(mine)], -high_low[len(mine):]):
+            if not torch.equal(high_low[:1], -high_low[1:]):
                 raise ValueError(
-                    f"{what}: ranks disagree on the examples (x, y) or the batch size; "
-                    "give every rank the same x, y and batch size"
+                    f"{what}: ranks disagree on the examples (x, y), the batch size or the attacks; "
+                    "give every rank the same x, y and suite (AutoAttack installed everywhere or nowhere)"
                 )
         self.starts = range(self.rank * batch_size, self.n, self.world_size * batch_size)
 
@@ -231,7 +237,8 @@ def robust_accuracy(
     """
     _check_data(x, y)
     attacks = suite.attacks_for(model)
-    chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy")
+    chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy",
+                     setup=f"{suite!r} {[name for name, _ in attacks]}")
     robust = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     show = _show_progress(progress) and chunks.rank == 0
     with tqdm(total=len(chunks.starts) * len(attacks), desc=desc, disable=not show, leave=False) as bar:

@@ -175,11 +175,11 @@ def resolve_method(method: Method, x: Tensor) -> Literal["vmap", "loop"]:
     """``auto`` picks the path measured faster for ``x``'s device and size (``benchmarks/sensitivity.py``).
 
     On CUDA the vectorised backward wins. On CPU it wins while one backward pass has little work to spread
-    over the cores (torchvision ResNet-18 at 32x32, 2 cores, time / floor: vmap 0.69-0.75x against the
-    loop's 0.92-1.07x at batch 1; 0.82x of the loop at batch 8) and loses on larger batches (batch 32:
-    1.07-1.10x against 0.97-1.00x; batch 256: 1.28x against 0.99x), so batches of at most 16 CIFAR-sized
-    images' worth of input elements take vmap and larger ones the per-class loop, which also needs the
-    least memory.
+    over the cores (torchvision ResNet-18 at 32x32, 2 cores, time / floor, benchmarks/RESULTS.md: vmap
+    0.69-0.75x against the loop's 0.92-1.07x at batch 1, 0.78-0.86x against 1.02x at batch 8, 0.87-0.95x
+    against 1.01-1.02x at batch 16) and loses on larger batches (batch 32: 1.07-1.10x against 0.97-1.00x;
+    batch 256: 1.28x against 0.99x), so batches of at most 16 CIFAR-sized images' worth of input elements
+    take vmap and larger ones the per-class loop, which also needs the least memory.
     """
     check_choice("method", method, _METHODS)
     if method != "auto":

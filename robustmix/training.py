@@ -218,15 +218,31 @@ class PolicyTrainer:
 
         Only the forward that the policy's loss is differentiated through goes via the wrapper (its
         backward averages the gradients over ranks); the attacks use the bare policy, since they
-        differentiate with respect to the input only. The wrapper is built on the first step (every rank
-        takes that step together) and dropped when ``fit`` returns, so it does not keep the process group
-        alive: ``destroy_process_group`` can then stop the backend's threads before the interpreter exits.
+        differentiate with respect to the input only. Buffers are not broadcast by the wrapper: every
+        ``training_step`` ends with rank 0's. The wrapper is built on the first step (every rank takes that
+        step together) and dropped by :meth:`close` (``fit`` calls it), so it does not keep the process
+        group alive: ``destroy_process_group`` can then stop the backend's threads before the interpreter
+        exits.
         """
         if not self._in_process_group():
+            if self.world_size > 1:
+                raise ValueError(
+                    f"world_size={self.world_size} but torch.distributed is not initialised: each rank would "
+                    "train alone on its shard; launch with torchrun and call "
+                    "robustmix.distributed.init_from_env() first"
+                )
             return self.policy
         if self._data_parallel is None:
-            self._data_parallel = DistributedDataParallel(self.policy)
+            self._data_parallel = DistributedDataParallel(self.policy, broadcast_buffers=False)
         return self._data_parallel
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper (rebuilt by the next step, if any).
+
+        ``fit`` does this when it returns; after a loop of your own over :meth:`training_step` under
+        torchrun, call it before ``robustmix.distributed.close_process_group()``.
+        """
+        self._data_parallel = None
 
     # -- data -----------------------------------------------------------------------------------------
     @property
@@ -301,7 +317,11 @@ class PolicyTrainer:
         return fixed, signs, adaptive
 
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """The batch loss: eq. 9 on clean and fixed-α_t inputs, CE (eq. 8) on the adaptive inputs."""
+        """The batch loss: eq. 9 on clean and fixed-α_t inputs, CE (eq. 8) on the adaptive inputs.
+
+        It draws the attacks' randomness from the trainer's generator, and under torchrun its forward goes
+        through the DistributedDataParallel wrapper: call it on every rank, as part of a step.
+        """
         fixed, signs, adaptive = self.attack_batch(x, y)
         inputs = [x, *fixed] + ([adaptive] if adaptive is not None else [])
         n = x.shape[0]
@@ -363,6 +383,10 @@ class PolicyTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+        if self._in_process_group():
+            # DDP keeps the weights in step; buffers (BatchNorm running statistics) saw each rank's own
+            # batch: take rank 0's, so the next attacks and every checkpoint see the same policy everywhere.
+            broadcast_module(self.policy, buffers_only=True)
         self.step += 1
         self.history.append({"step": self.step, **metrics})
         return metrics
@@ -396,11 +420,7 @@ class PolicyTrainer:
                     self.save_checkpoint(self.checkpoint_dir)
         finally:
             bar.close()
-            self._data_parallel = None
-        if self._in_process_group():
-            # DDP keeps the weights in step, but buffers (BatchNorm running statistics) hold each rank's
-            # last batch: take rank 0's so every rank ends with the policy rank 0 checkpoints.
-            broadcast_module(self.policy)
+            self.close()
         if self.checkpoint_dir is not None:
             self.save_checkpoint(self.checkpoint_dir)
         self.policy.eval()

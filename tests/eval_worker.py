@@ -3,11 +3,13 @@
 Run as ``python tests/eval_worker.py DIR TAG`` or under ``torchrun --nproc_per_node=N``. Reads the pair and
 the examples from ``DIR/pair.safetensors`` and writes each rank's per-example results to
 ``DIR/TAG-rank{r}.safetensors``. With ``TAG == "mismatch"`` rank 1 drops an example, with ``"shuffled"`` it
-reverses their order; both must fail on every rank with a clear error instead of merging wrong results.
+reverses their order, with ``"suite"`` it attacks with fewer steps; each must fail on every rank with a clear
+error instead of merging wrong results.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -35,6 +37,8 @@ def main(directory: str, tag: str) -> None:
     # Random starts and restarts: the result only matches across world sizes if every chunk draws the same.
     suite = AttackSuite(eps=EPS, steps=4, restarts=2, alphas=(0.0, 1.46, math.inf), autoattack=False,
                         batch_size=23, seed=7)
+    if tag == "suite" and ctx.rank == 1:  # same examples, a weaker attack
+        suite = dataclasses.replace(suite, steps=3)
     distributed = ctx.distributed
     mixture = AdaptiveSmoothing(g, h, policy=_LogitPolicy())
     out = {

@@ -54,10 +54,33 @@ def test_two_process_ddp_equals_single_process(tmp_path):
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
 
 
+def test_own_loop_of_training_steps_under_torchrun_equals_single_process_fit(tmp_path):
+    single, multi = tmp_path / "single.safetensors", tmp_path / "loop.safetensors"
+    run([sys.executable, str(WORKER), str(single), "16"])
+    run([*torchrun(2), str(WORKER), str(multi), "16", "loop"])
+    a, b = load_file(single), load_file(multi)
+    assert a.keys() == b.keys() and any(not torch.allclose(a[k], load_file(str(single) + ".init")[k]) for k in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
 
-def test_ranks_end_with_the_same_batchnorm_statistics(tmp_path):
+
+def test_resume_under_torchrun_continues_bit_identically_with_batchnorm(tmp_path):
+    # Attacks with random starts run with the policy's BatchNorm in eval mode: if a rank attacked with its
+    # own running statistics, a resumed run (which restores rank 0's) would drift from the uninterrupted one.
+    out = tmp_path / "resume.safetensors"
+    run([*torchrun(2), str(WORKER), str(out), "16", "resume"])
+    uninterrupted, resumed = load_file(out), load_file(str(out) + ".resumed")
+    assert uninterrupted.keys() == resumed.keys()
+    for key in uninterrupted:
+        assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+def test_ranks_start_from_rank0s_policy_and_end_with_the_same_batchnorm_statistics(tmp_path):
     out = tmp_path / "bn.safetensors"
     run([*torchrun(2), str(WORKER), str(out), "16", "bn"])
+    start0, start1 = load_file(f"{out}.rank0.init"), load_file(f"{out}.rank1.init")
+    for key in start0:  # the worker seeds each rank's policy differently
+        assert torch.equal(start0[key], start1[key]), key
     rank0, rank1 = load_file(f"{out}.rank0"), load_file(f"{out}.rank1")
     initial = load_file(f"{out}.init")
     stats = [k for k in rank0 if k.endswith("running_mean")]
@@ -90,8 +113,8 @@ def test_evaluation_split_over_three_processes_equals_one_process(eval_dir):
     assert single["robust_mixture"].any()
 
 
-@pytest.mark.parametrize("tag", ["mismatch", "shuffled"])
-def test_ranks_with_different_data_fail_with_a_clear_error(eval_dir, tag):
+@pytest.mark.parametrize("tag", ["mismatch", "shuffled", "suite"])
+def test_ranks_with_different_data_or_attacks_fail_with_a_clear_error(eval_dir, tag):
     stderr = run([*torchrun(2), str(EVAL_WORKER), str(eval_dir), tag], expect_ok=False)
     assert stderr.count("ranks disagree on the examples") >= 2  # on every rank, not a hang or a wrong merge
 

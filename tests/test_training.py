@@ -144,6 +144,15 @@ def test_bad_arguments():
         PolicyTrainer(model, x, y, eps=0.1)
 
 
+def test_a_rank_without_a_process_group_refuses_to_train_alone():
+    model, x, y = _problem()
+    trainer = _trainer(model, x, y, batch_size=4, rank=1, world_size=2)  # sharding alone is fine
+    assert len(torch.cat(trainer.batch_indices(0))) == len(x) // 2
+    with pytest.raises(ValueError, match="not initialised.*init_from_env"):
+        trainer.fit(steps=1)
+    assert trainer.step == 0
+
+
 _SCRIPT = textwrap.dedent(
     """
     import math, os, signal, sys
