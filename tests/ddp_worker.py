@@ -5,7 +5,7 @@ Every rank builds its policy from its own seed (rank 0's is the single process's
 one process if the trainer starts every rank from rank 0's policy. Rank 0 writes the trained policy to
 ``OUT`` and its initial weights to ``OUT.init`` (safetensors). Modes:
 
-- ``fit`` (default): ``PolicyTrainer.fit`` on clean inputs.
+- ``fit`` (default): ``PolicyTrainer.fit`` on clean inputs, in two calls.
 - ``loop``: the same steps through a loop of the caller's own over ``training_step``.
 - ``bn``: the policy has an output BatchNorm; every rank writes its whole state to ``OUT.rank{r}`` and
   its state when training starts to ``OUT.rank{r}.init``.
@@ -64,7 +64,8 @@ def main(out: str, global_batch: int, mode: str = "fit") -> None:
     initial = state(trainer.policy)
     if mode == "loop":
         own_loop(trainer, STEPS)
-    else:
+    else:  # in two calls: the second one builds a new DistributedDataParallel wrapper
+        trainer.fit(steps=STEPS // 2)
         trainer.fit(steps=STEPS)
     if mode == "resume":  # OUT's folder is on every rank's filesystem
         checkpoints = out + ".checkpoints"
