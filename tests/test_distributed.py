@@ -42,24 +42,22 @@ def torchrun(nproc: int) -> list[str]:
     ]
 
 
-def test_two_process_ddp_equals_single_process(tmp_path):
-    single, multi = tmp_path / "single.safetensors", tmp_path / "ddp.safetensors"
+@pytest.fixture(scope="module")
+def single_process_policy(tmp_path_factory) -> pathlib.Path:
+    """The policy one process trains with ``fit`` (and its initial weights beside it, ``.init``)."""
+    single = tmp_path_factory.mktemp("single") / "single.safetensors"
     run([sys.executable, str(WORKER), str(single), "16"])
-    run([*torchrun(2), str(WORKER), str(multi), "16"])
-    a, b = load_file(single), load_file(multi)
+    return single
+
+
+@pytest.mark.parametrize("mode", ["fit", "loop"])  # fit in two calls; a loop of our own over training_step
+def test_two_process_ddp_equals_single_process(single_process_policy, tmp_path, mode):
+    multi = tmp_path / f"{mode}.safetensors"
+    run([*torchrun(2), str(WORKER), str(multi), "16", mode])
+    a, b = load_file(single_process_policy), load_file(multi)
     assert a.keys() == b.keys() and a
-    before = load_file(str(single) + ".init")
+    before = load_file(str(single_process_policy) + ".init")
     assert any(not torch.allclose(a[k], before[k]) for k in a), "training did not move the policy"
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
-
-
-def test_own_loop_of_training_steps_under_torchrun_equals_single_process_fit(tmp_path):
-    single, multi = tmp_path / "single.safetensors", tmp_path / "loop.safetensors"
-    run([sys.executable, str(WORKER), str(single), "16"])
-    run([*torchrun(2), str(WORKER), str(multi), "16", "loop"])
-    a, b = load_file(single), load_file(multi)
-    assert a.keys() == b.keys() and any(not torch.allclose(a[k], load_file(str(single) + ".init")[k]) for k in a)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
 
