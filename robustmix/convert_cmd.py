@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import registry
+from .hub import safetensors_header
 from .smoothing import AdaptiveSmoothing
 
 __all__ = [
@@ -49,9 +50,7 @@ def _load_raw(path: Path) -> Any:
     """The object in a checkpoint file: safetensors, or ``torch.load(weights_only=True)`` (never full unpickling)."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with path.open("rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":
+    if safetensors_header(path) is not None:
         from safetensors.torch import load_file
 
         return load_file(str(path))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ __all__ = [
     "build_config",
     "model_from_config",
     "load_weights",
+    "safetensors_header",
     "model_card",
 ]
 
@@ -279,22 +281,69 @@ def _state_tensors(model: AdaptiveSmoothing) -> dict[str, Tensor]:
     return tensors
 
 
-def _sniff_weights(path: Path) -> None:
-    """Refuse anything that is not a well-formed safetensors file before parsing it (never unpickles)."""
+_MAX_HEADER_BYTES = 100 << 20  # the limit safetensors itself enforces
+
+
+def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parsed header of a well-formed safetensors file, or ``None`` when ``path`` is not one.
+
+    A safetensors file starts with an 8-byte little-endian header length ``n``, then ``n`` bytes of a JSON
+    object mapping tensor names to ``{"dtype", "shape", "data_offsets"}`` (plus optional ``__metadata__``),
+    then the tensor bytes. The file is accepted only when all of that parses and every tensor's offsets lie
+    inside the file; nothing but JSON is ever decoded.
+    """
+    path = Path(path)
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(9)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        kind = "a Python pickle" if head[:1] == b"\x80" else "a zip archive (torch.save format, pickle inside)"
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack("<Q", head)
+        if not 2 <= n <= min(size - 8, _MAX_HEADER_BYTES):
+            return None
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict):
+                return None
+            continue
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            return None
+        offsets = entry["data_offsets"]
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes
+        ):
+            return None
+    return header
+
+
+def _refuse_non_safetensors(path: Path) -> None:
+    """Raise a clear error for a file that is not valid safetensors, naming pickles and zips as such."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head[:2] == b"PK":
+        kind = "a zip archive (torch.save format, pickle inside)"
+    elif head[:1] == b"\x80":
+        kind = "a Python pickle"
+    else:
         raise ValueError(
-            f"{path} is {kind}, not safetensors; robustmix never unpickles weights. Convert the checkpoint "
-            "with `robustmix convert` (which reads it with torch.load(weights_only=True)) and load the result."
+            f"{path} is not a valid safetensors file ({path.stat().st_size} bytes; its header does not parse: "
+            "truncated or corrupt)"
         )
-    if len(head) < 9:
-        raise ValueError(f"{path} is truncated ({size} bytes); not a safetensors file")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len == 0 or header_len > size - 8 or head[8:9] != b"{":
-        raise ValueError(f"{path} is not a valid safetensors file (bad header; truncated or corrupt)")
+    raise ValueError(
+        f"{path} is {kind}, not safetensors; robustmix never unpickles weights. Convert the checkpoint "
+        "with `robustmix convert` (which reads it with torch.load(weights_only=True)) and load the result."
+    )
 
 
 def load_weights(model: AdaptiveSmoothing, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
@@ -305,7 +354,8 @@ def load_weights(model: AdaptiveSmoothing, path: str | os.PathLike[str], device:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} at {path}; robustmix reads weights only from safetensors files")
-    _sniff_weights(path)
+    if safetensors_header(path) is None:
+        _refuse_non_safetensors(path)
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -482,6 +532,16 @@ def save_pretrained(
     return directory
 
 
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
+
+
+def _could_be_repo_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hub model repo id ``org/name`` (robustmix models always have an
+    owner); paths (``./x``, ``/x``, ``a/b/c``, ``C:\\x``) and bare names do not."""
+    return _REPO_ID.fullmatch(name) is not None and ".." not in name and "--" not in name
+
+
 def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -554,6 +614,11 @@ def from_pretrained(
             return zoo.load(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token, device=device, **runtime)
         if path.exists():
             raise ValueError(f"{path} is a file; pass the directory that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        if not _could_be_repo_id(name):
+            raise FileNotFoundError(
+                f"no local directory {name!r} (looked in {Path.cwd()}), and {name!r} is neither a zoo name "
+                f"({', '.join(zoo.ZOO)}) nor a Hub repo id of the form 'org/name'; check the path for typos"
+            )
         offline = bool(local_files_only) or _offline_env()
         directory = _download(name, revision, cache_dir, offline, token)
     config = _read_config(directory / CONFIG_NAME)
