@@ -38,11 +38,15 @@ def timm_model(
     ``model.``. Needs ``pip install 'robustmix[timm]'``.
     """
     timm = require("timm", _TIMM_HINT)
+    from robustmix.registry import tag_if_json
+
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r}; list the choices with timm.list_models()")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    spec = {"model_name": name, "num_classes": model.num_classes, **{k: v for k, v in kwargs.items() if k != "num_classes"}}
+    tag_if_json(model, "timm", spec)
     if normalize:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
@@ -50,7 +54,7 @@ def timm_model(
         in_chans = kwargs.get("in_chans", 3)
         if channels != in_chans:
             mean, std = (sum(mean) / channels,) * in_chans, (sum(std) / channels,) * in_chans
-        model = Normalized(model, mean, std)
+        model = tag_if_json(Normalized(model, mean, std), "timm", spec, {"mean": list(mean), "std": list(std)})
     return model.eval()
 
 

@@ -41,16 +41,16 @@ _VISION_HINT = "pip install 'robustmix[vision]'"
 def cifar_resnet18(num_classes: int = 10) -> nn.Module:
     """ResNet-18 for 32x32 inputs: torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pooling.
 
-    Returns the model in eval mode with random weights; it expects whatever input its weights were trained
+    Returns the model in eval mode with random weights, built as the registered architecture
+    ``"cifar_resnet18"`` (so ``save_pretrained`` knows it); it expects whatever input its weights were trained
     on (wrap it in :class:`~robustmix.adapters.Normalized` if that was standardised images).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    tv = require("torchvision", _VISION_HINT)
-    model = tv.models.resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    return model.eval()
+    require("torchvision", _VISION_HINT)
+    from robustmix.registry import build_architecture
+
+    return build_architecture("cifar_resnet18", num_classes=num_classes).eval()
 
 
 class _WideBlock(nn.Module):
@@ -145,8 +145,12 @@ class WideResNet(nn.Module):
 
 
 def wide_resnet(depth: int = 28, widen_factor: int = 10, num_classes: int = 10, **kwargs: Any) -> WideResNet:
-    """A :class:`WideResNet` in eval mode (random weights). WRN-34-10 is TRADES' robust model of Table 1."""
-    return WideResNet(depth, widen_factor, num_classes, **kwargs).eval()
+    """A :class:`WideResNet` in eval mode (random weights), built as the registered architecture
+    ``"wide_resnet"``. WRN-34-10 is TRADES' robust model of Table 1."""
+    from robustmix.registry import build_architecture
+
+    model = build_architecture("wide_resnet", depth=depth, widen_factor=widen_factor, num_classes=num_classes, **kwargs)
+    return model.eval()  # type: ignore[return-value]
 
 
 def imagenet_model(name: str, weights: str | None = None, normalize: bool = True, **kwargs: Any) -> nn.Module:
@@ -155,13 +159,19 @@ def imagenet_model(name: str, weights: str | None = None, normalize: bool = True
     ``weights=None`` builds random weights (no download); a name such as ``"DEFAULT"`` downloads them
     through torchvision. With ``normalize=True`` the model is wrapped in
     :class:`~robustmix.adapters.Normalized` with the ImageNet mean and std, so it takes pixels in [0, 1] as
-    attacks and the smoothing's R expect (its layer names then start with ``model.``).
+    attacks and the smoothing's R expect (its layer names then start with ``model.``). The result is
+    tagged as the registered architecture ``"torchvision"``, so ``save_pretrained`` knows it.
     """
     tv = require("torchvision", _VISION_HINT)
+    from robustmix.registry import tag_if_json
+
     available = tv.models.list_models(module=tv.models)
     if name not in available:
         raise ValueError(f"unknown torchvision model {name!r}; expected one of {', '.join(available)}")
-    model = tv.models.get_model(name, weights=weights, **kwargs)
+    model = tag_if_json(tv.models.get_model(name, weights=weights, **kwargs), "torchvision", {"model_name": name, **kwargs})
     if normalize:
-        model = Normalized(model, IMAGENET_MEAN, IMAGENET_STD)
+        stats = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        model = tag_if_json(
+            Normalized(model, IMAGENET_MEAN, IMAGENET_STD), "torchvision", {"model_name": name, **kwargs}, stats
+        )
     return model.eval()

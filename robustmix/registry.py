@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from .adapters.normalize import Normalized
@@ -39,6 +40,7 @@ __all__ = [
     "list_architectures",
     "architecture_spec",
     "tag_architecture",
+    "tag_if_json",
     "Normalized",
     "register_policy",
     "build_policy",
@@ -127,10 +129,100 @@ def tag_architecture(
     return model
 
 
+def tag_if_json(
+    model: nn.Module, name: str, kwargs: Mapping[str, Any], normalization: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """:func:`tag_architecture` when ``kwargs`` are JSON data; otherwise ``model`` untagged (it then cannot be
+    saved by name, and ``save_pretrained`` says so)."""
+    try:
+        return tag_architecture(model, name, kwargs, normalization)
+    except ValueError:
+        return model
+
+
 def architecture_spec(model: nn.Module) -> dict[str, Any] | None:
-    """``{"name", "kwargs", "normalization"}`` for a model built by :func:`build_architecture`, else None."""
+    """``{"name", "kwargs", "normalization"}`` describing how to rebuild ``model``, or None when unknown.
+
+    Known are models built by :func:`build_architecture` (or tagged with :func:`tag_architecture`), and models
+    of the common families built without robustmix: ``timm.create_model`` classifiers (their
+    ``pretrained_cfg`` names the architecture; ``num_classes`` and ``in_chans`` are read off the model), and
+    torchvision classification models (``torchvision.models.resnet18(num_classes=...)`` and the like) — each
+    recognised only when a fresh build from the inferred spec has exactly the model's layers and shapes —
+    possibly wrapped in :class:`Normalized`.
+    """
     spec = getattr(model, _SPEC_ATTR, None)
-    return None if spec is None else {**spec, "kwargs": dict(spec["kwargs"])}
+    if spec is not None:
+        return {**spec, "kwargs": dict(spec["kwargs"])}
+    if isinstance(model, Normalized):
+        inner = architecture_spec(model.model)
+        if inner is None or inner["normalization"] is not None:
+            return None
+        stats = {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()}
+        return {**inner, "normalization": stats}
+    for infer in (_infer_timm, _infer_torchvision):
+        found = infer(model)
+        if found is not None:
+            return {"name": found[0], "kwargs": found[1], "normalization": None}
+    return None
+
+
+def _same_structure(model: nn.Module, candidate: nn.Module) -> bool:
+    """Same module tree (types and hyper-parameters, as ``repr`` shows them) and the same tensor shapes."""
+    if repr(candidate) != repr(model):
+        return False
+    ours, theirs = model.state_dict(), candidate.state_dict()
+    return ours.keys() == theirs.keys() and all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return None if conv is None else int(conv.in_channels)
+
+
+def _infer_timm(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    if not type(model).__module__.startswith("timm."):
+        return None
+    import timm
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture")
+    num_classes = getattr(model, "num_classes", None)
+    if not isinstance(arch, str) or not timm.is_model(arch) or not isinstance(num_classes, int):
+        return None
+    kwargs: dict[str, Any] = {"model_name": arch, "num_classes": num_classes}
+    channels = _first_conv_channels(model)
+    if channels is not None and channels != 3:
+        kwargs["in_chans"] = channels
+    with torch.device("meta"):
+        candidate = timm.create_model(arch, pretrained=False, **{k: v for k, v in kwargs.items() if k != "model_name"})
+    return ("timm", kwargs) if _same_structure(model, candidate) else None
+
+
+def _infer_torchvision(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    module = type(model).__module__
+    if not module.startswith("torchvision.models."):
+        return None
+    import torchvision
+
+    biases = [v for k, v in model.state_dict().items() if k.endswith("bias") and v.dim() == 1]
+    if not biases:
+        return None
+    num_classes = int(biases[-1].shape[0])  # the classifier comes last in every torchvision classifier
+    matches = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        builder = torchvision.models.get_model_builder(name)
+        if builder.__module__ != module:
+            continue
+        try:
+            with torch.device("meta"):
+                candidate = builder(weights=None, num_classes=num_classes)
+        except (TypeError, ValueError):
+            continue
+        if _same_structure(model, candidate):
+            matches.append(name)
+    if len(matches) != 1:
+        return None
+    return "torchvision", {"model_name": matches[0], "num_classes": num_classes}
 
 
 def build_architecture(name: str, normalization: Mapping[str, Any] | None = None, **kwargs: Any) -> nn.Module:
@@ -158,6 +250,25 @@ def _digits_cnn(num_classes: int = 10, channels: Sequence[int] = (16, 32, 64)) -
     from .demo_models import digits_cnn
 
     return digits_cnn(num_classes=num_classes, channels=tuple(int(c) for c in channels))
+
+
+def _timm(model_name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=False, ...)``: any timm classifier, by its registered name."""
+    import timm
+
+    if not isinstance(model_name, str) or not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model {model_name!r}; list the choices with timm.list_models()")
+    return timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _torchvision(model_name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """``torchvision.models.get_model(model_name, weights=None, ...)``: a torchvision classifier by name."""
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if model_name not in available:
+        raise ValueError(f"unknown torchvision classification model {model_name!r}; expected one of {', '.join(available)}")
+    return torchvision.models.get_model(model_name, weights=None, num_classes=num_classes, **kwargs)
 
 
 def _torchvision_resnet18(num_classes: int = 1000) -> nn.Module:
@@ -194,11 +305,19 @@ def _dm_wide_resnet(
 
 
 def _wide_resnet(
-    depth: int = 28, widen_factor: int = 10, num_classes: int = 10, sub_block1: bool = False, bias_last: bool = True
+    depth: int = 28,
+    widen_factor: int = 10,
+    num_classes: int = 10,
+    drop_rate: float = 0.0,
+    sub_block1: bool = False,
+    bias_last: bool = True,
 ) -> nn.Module:
     from robustmix.adapters.torchvision import WideResNet
 
-    return WideResNet(depth=depth, widen_factor=widen_factor, num_classes=num_classes, sub_block1=sub_block1, bias_last=bias_last)
+    return WideResNet(
+        depth=depth, widen_factor=widen_factor, num_classes=num_classes, drop_rate=drop_rate,
+        sub_block1=sub_block1, bias_last=bias_last,
+    )
 
 
 register_architecture("digits_cnn", _digits_cnn)
@@ -207,25 +326,46 @@ register_architecture("bit_resnetv2", _bit_resnetv2)
 register_architecture("dm_wide_resnet", _dm_wide_resnet)
 register_architecture("torchvision_resnet18", _torchvision_resnet18)
 register_architecture("cifar_resnet18", _cifar_resnet18)
+register_architecture("timm", _timm)
+register_architecture("torchvision", _torchvision)
 
 
 # -- policies ----------------------------------------------------------------------------------------
 #: name -> (factory(g, h, **config) -> policy, the callable whose signature the config must fit)
 PolicyFactory = Callable[..., nn.Module]
 _POLICIES: dict[str, Callable[[], tuple[PolicyFactory, Callable[..., Any]]]] = {}
+#: registered class -> its name, so saving finds the name whatever the class is called
+_POLICY_NAMES: dict[type, str] = {}
 
 
-def register_policy(name: str, factory: PolicyFactory, overwrite: bool = False) -> None:
-    """Register a policy class (or ``factory(g, h, **config)``) under ``name``.
+def register_policy(
+    name: str, factory: PolicyFactory, overwrite: bool = False, policy_class: type[nn.Module] | None = None
+) -> None:
+    """Register a policy class (or ``factory(g, h, **config)`` building instances of ``policy_class``) as ``name``.
 
-    A class is registered under its ``__name__``; saving a model whose policy has that class name writes
-    ``{"type": name, "config": policy.get_config()}``. Classes with a ``g`` parameter receive g and h.
+    Saving a model whose policy is an instance of the registered class writes ``{"type": name, "config":
+    policy.get_config()}``, so the class must define ``get_config()`` (checked here). Classes and factories
+    with a ``g`` parameter receive g and h when the policy is rebuilt.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"policy names must be Python identifiers, got {name!r}")
     if name in _POLICIES and not overwrite:
         raise ValueError(f"policy {name!r} is already registered; pass overwrite=True to replace it")
+    cls = factory if isinstance(factory, type) else policy_class
+    if cls is None:
+        raise ValueError(
+            f"register_policy({name!r}, factory): a factory function needs policy_class=, the class of the "
+            "policies it builds, so that saved models can name their policy"
+        )
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"a policy must be an nn.Module subclass, got {cls!r}")
+    if not callable(getattr(cls, "get_config", None)):
+        raise ValueError(
+            f"policy class {cls.__name__} has no get_config() method: saving needs it to record the constructor "
+            "arguments (other than g and h) as JSON"
+        )
     _POLICIES[name] = lambda: (factory, factory)
+    _POLICY_NAMES[cls] = name
 
 
 def list_policies() -> list[str]:
@@ -234,11 +374,13 @@ def list_policies() -> list[str]:
 
 
 def policy_name(policy: nn.Module) -> str:
-    """The registered name of ``policy``'s class; a ``ValueError`` when it is not registered."""
-    name = type(policy).__name__
-    if name not in _POLICIES:
+    """The name ``policy``'s class is registered under; a ``ValueError`` when it is not registered."""
+    name = _POLICY_NAMES.get(type(policy))
+    if name is None and type(policy).__name__ in _BUILTIN_POLICIES and type(policy).__module__.startswith("robustmix."):
+        name = type(policy).__name__  # a built-in class, registered lazily by name
+    if name is None:
         raise ValueError(
-            f"policy class {name} is not registered; registered policies: {', '.join(list_policies())}. "
+            f"policy class {type(policy).__name__} is not registered; registered policies: {', '.join(list_policies())}. "
             "Register it with robustmix.registry.register_policy(name, cls)."
         )
     if not callable(getattr(policy, "get_config", None)):
@@ -276,6 +418,6 @@ def _lazy_policy(class_name: str, module: str = "policy") -> Callable[[], tuple[
     return load
 
 
-_POLICIES["PolicyNet"] = _lazy_policy("PolicyNet")
-_POLICIES["LogitPolicy"] = _lazy_policy("LogitPolicy")
-_POLICIES["MixingNetPolicy"] = _lazy_policy("MixingNetPolicy", "release")
+_BUILTIN_POLICIES = {"PolicyNet": "policy", "LogitPolicy": "policy", "MixingNetPolicy": "release"}
+for _name, _module in _BUILTIN_POLICIES.items():
+    _POLICIES[_name] = _lazy_policy(_name, _module)
