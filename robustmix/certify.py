@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -63,6 +64,7 @@ __all__ = [
     "theorem2_radius",
     "knn_constant_on_ball",
     "certified_radius",
+    "certified_radii",
     "certify",
 ]
 
@@ -207,9 +209,12 @@ def knn_constant_on_ball(knn: KNNClassifier, x: Tensor, eps: float, norm: str) -
 class CertResult:
     """A radius and how it was obtained.
 
-    ``radius``: for ``||δ||_p ≤ radius``, class ``j`` (every ``j`` in ``others``) does not score strictly above
-    ``i`` — or, when ``margin < 0``, ``i`` does not score strictly above ``j``. ``certified`` is True only for
-    sound bounds; empirical estimates have ``certified=False`` and are not certificates.
+    ``radius``: for every ``δ`` with ``||δ||_p ≤ radius``, class ``i`` stays strictly above class ``j`` (every
+    ``j`` in ``others``). It is 0 with ``certified=False`` when ``i`` is not strictly above them at ``x``
+    itself; ``leader`` then names the strongest rival (``leader == i`` whenever ``i`` leads). ``margin`` is
+    ``min_j (f_i - f_j)`` at ``x`` for the mixed quantity f (logits; in ``prob`` space the mixed
+    probabilities, before jacobian mode's renormalisation): positive exactly when ``i`` leads. ``certified`` is True only for
+    sound bounds on a leading class; empirical estimates have ``certified=False`` and are not certificates.
     """
 
     radius: float
@@ -219,17 +224,19 @@ class CertResult:
     margin: float
     i: int
     others: tuple[int, ...]
+    leader: int
     constants: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
     def __repr__(self) -> str:
         head = (
             f"CertResult(radius={self.radius:.6g}, norm={self.norm!r}, certified={self.certified}, "
-            f"method={self.method!r}, margin={self.margin:.6g}, i={self.i}, others={self.others}"
+            f"method={self.method!r}, margin={self.margin:.6g}, i={self.i}, others={self.others}, "
+            f"leader={self.leader}"
         )
         if self.note:
             head += f", note={self.note!r}"
-        if not self.certified:
+        if not self.certified and self.margin > 0:
             head += ", WARNING='empirical estimate, NOT a certificate'"
         return head + ")"
 
@@ -352,15 +359,19 @@ def certified_radius(
     n_samples: int = 256,
     seed: int = 0,
 ) -> CertResult:
-    """Largest ε for which the theorem proves that the order of classes i and j (every j ≠ i by default)
-    cannot change on ``B_p(x, ε)`` (p = ``model.norm``). See the module docstring for what is certified.
+    """The radius within which class ``i`` stays strictly above class ``j`` (above every other class when
+    ``j`` is None), on ``B_p(x, ε)`` with p = ``model.norm``, as proved by Theorem 1 or 2 (or a Lipschitz
+    bound, see the module docstring); 0 with ``certified=False`` when ``i`` is not above them at ``x``.
 
     Args:
         model: an :class:`AdaptiveSmoothing` (configurations listed in the module docstring).
-        x: one input ``[1, ...]`` (or ``[...]``, a batch dim is added).
-        i, j: classes; ``j`` may be a list, or ``None`` for all other classes (argmax certificate).
+        x: one example, ``[1, ...]`` or unbatched ``[...]``; a batch of several goes to :func:`certified_radii`.
+        i, j: classes; ``j`` may be a list, or ``None`` for all other classes (the argmax certificate).
         method: ``"bounds"`` (sound, default) or ``"empirical"`` (sampled constants, ``certified=False``).
         steps: bisection halvings on ε; n_samples, seed: sampling of the empirical mode.
+
+    The result's ``margin`` is positive exactly when i leads at x, and ``leader`` names the class that leads
+    among i and its rivals (see :class:`CertResult`).
     """
     check_choice("method", method, ("bounds", "empirical"))
     if not isinstance(model, AdaptiveSmoothing):
@@ -369,13 +380,9 @@ def certified_radius(
         raise ValueError("x must be a finite floating-point tensor")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    x = x.detach()
-    c = model(x[None] if x.dim() < 2 or x.shape[0] != 1 else x).shape[1]
-    if x.dim() < 2 or x.shape[0] != 1:
-        x = x[None]
-    others = tuple(k for k in range(c) if k != i) if j is None else tuple([j] if isinstance(j, int) else j)
-    if not (0 <= i < c) or any(not 0 <= k < c or k == i for k in others) or not others:
-        raise ValueError(f"classes must be distinct and in [0, {c}); got i={i}, j={j}")
+    i = operator.index(i)
+    x, c = _single_example(model, x.detach())
+    others = _rivals(i, j, c)
     from .randomized import RandomizedSmoothing
 
     if isinstance(model.h, RandomizedSmoothing):
@@ -401,6 +408,64 @@ def certified_radius(
         w = 1.0 if math.isinf(alpha) else (alpha / (1 + alpha) if model.mode == "none" else 0.0)
         return _certify_lipschitz(model, g, h, i, others, w, method, steps)
     return _certify_theorem2(model, g, h, i, others, alpha, method, steps)
+
+
+def _output_classes(model: AdaptiveSmoothing, x: Tensor) -> int | None:
+    """The class count if ``model`` accepts ``x`` as a batch (one output row per leading entry), else None."""
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (ValueError, RuntimeError):
+        return None
+    return int(out.shape[1]) if out.dim() == 2 and out.shape[0] == x.shape[0] else None
+
+
+def _single_example(model: AdaptiveSmoothing, x: Tensor) -> tuple[Tensor, int]:
+    """``x`` as a batch of one example and the class count; a batch of several is refused clearly."""
+    if x.dim() >= 2:
+        c = _output_classes(model, x)
+        if c is not None:
+            if x.shape[0] != 1:
+                raise ValueError(
+                    f"certified_radius certifies one example, but x is a batch of {x.shape[0]} "
+                    f"(shape {tuple(x.shape)}); pass x[k : k + 1], or use certified_radii(model, x, i) for one "
+                    "result per example"
+                )
+            return x, c
+    c = _output_classes(model, x[None])
+    if c is None:
+        raise ValueError(
+            f"the model accepts x (shape {tuple(x.shape)}) neither as a batch [1, ...] nor as one unbatched "
+            "example; pass one example of the shape the models expect"
+        )
+    return x[None], c
+
+
+def _rivals(i: int, j: int | Sequence[int] | None, c: int) -> tuple[int, ...]:
+    others = tuple(k for k in range(c) if k != i) if j is None else tuple([j] if isinstance(j, int) else j)
+    if not (0 <= i < c) or any(not 0 <= k < c or k == i for k in others) or not others:
+        raise ValueError(f"classes must be distinct and in [0, {c}); got i={i}, j={j}")
+    return others
+
+
+def certified_radii(
+    model: AdaptiveSmoothing,
+    x: Tensor,
+    i: int | Sequence[int] | Tensor,
+    j: int | Sequence[int] | None = None,
+    **options: object,
+) -> list[CertResult]:
+    """:func:`certified_radius` for every example of a batch ``x`` ``[B, ...]``: one result per example.
+
+    ``i``: one class for all examples, or one per example (e.g. the labels ``[B]``); ``j`` and ``options``
+    as in :func:`certified_radius`.
+    """
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise ValueError(f"certified_radii expects a batch [B, ...], got {getattr(x, 'shape', type(x).__name__)}")
+    classes = [int(k) for k in (i.tolist() if isinstance(i, Tensor) else i)] if not isinstance(i, int) else [i] * len(x)
+    if len(classes) != len(x):
+        raise ValueError(f"i has {len(classes)} entries but the batch has {len(x)} examples")
+    return [certified_radius(model, x[k : k + 1], classes[k], j, **options) for k in range(len(x))]  # type: ignore[arg-type]
 
 
 def _scaled(module: nn.Module, s: float) -> nn.Module:
@@ -445,10 +510,19 @@ def _search(check, hi: float, steps: int) -> tuple[float, dict[str, float]]:
     return lo, best
 
 
-def _result(model, i, others, margin, radius, method, consts, note) -> CertResult:
+def _result(model, i, others, margins: dict[int, float], radius, method, consts, note) -> CertResult:
+    """The result for class ``i`` against ``others`` given the signed margins ``out_i - out_j`` at x."""
+    margin = min(margins.values())
+    leader = i if margin > 0 else max(others, key=lambda j: (-margins[j], -j))
+    if margin <= 0:  # i is not strictly above every rival at x: nothing to certify
+        return CertResult(
+            radius=0.0, norm=model.norm, certified=False, method=note, margin=float(margin), i=i, others=others,
+            leader=leader, note=f"class {i} does not lead at x: class {leader} scores at least as high",
+        )
     return CertResult(
         radius=float(radius), norm=model.norm, certified=method == "bounds", method=note, margin=float(margin),
-        i=i, others=others, constants=consts, note="" if method == "bounds" else "constants estimated by sampling",
+        i=i, others=others, leader=leader, constants=consts,
+        note="" if method == "bounds" else "constants estimated by sampling",
     )
 
 
@@ -457,8 +531,8 @@ def _mixture_at_x(gv: Tensor, hv: Tensor, R: Tensor, alpha: float) -> Tensor:
     return (1 - w) * gv + w * hv
 
 
-def _min_margin(margins: dict[int, float]) -> float:
-    return min(margins.values(), key=abs)
+def _leads(margins: dict[int, float]) -> bool:
+    return min(margins.values()) > 0
 
 
 def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, steps) -> CertResult:
@@ -466,8 +540,8 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
     R = g.grad_norm_x / (h.grad_norm_x + eps_c)
     out = _mixture_at_x(g.value_x, h.value_x, R, alpha)
     margins = {j: float(out[i] - out[j]) for j in others}
-    if any(m == 0 for m in margins.values()):
-        return _result(model, i, others, 0.0, 0.0, method, {}, "theorem2")
+    if not _leads(margins):
+        return _result(model, i, others, margins, 0.0, method, {}, "theorem2")
 
     def check(eps: float):
         sg, sh = g.stats(eps), h.stats(eps)
@@ -488,7 +562,7 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
     s0g, s0h = g.stats(0.0), h.stats(0.0)
     hi = _upper_from(lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others)
     r, consts = _search(check, hi, steps)
-    return _result(model, i, others, _min_margin(margins), r, method, consts, "theorem2")
+    return _result(model, i, others, margins, r, method, consts, "theorem2")
 
 
 def _t2(sg: _Stats | None, sh: _Stats | None, R: Tensor, k: int) -> Theorem2Constants:
@@ -512,8 +586,8 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
     R = g.grad_norm_x
     out = _mixture_at_x(g.value_x, hv, R, alpha)
     margins = {j: float(out[i] - out[j]) for j in others}
-    if any(m == 0 for m in margins.values()):
-        return _result(model, i, others, 0.0, 0.0, method, {}, "theorem1")
+    if not _leads(margins):
+        return _result(model, i, others, margins, 0.0, method, {}, "theorem1")
     h_bound = float(hv.abs().max())  # |h_k(x)| <= h_bound enters Lemma 4's term (1 for eq. 2's votes)
 
     def consts_at(st: _Stats, k: int) -> Theorem1Constants:
@@ -535,15 +609,15 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
     assert s0 is not None
     hi = _upper_from(lambda j: theorem1_radius(consts_at(s0, i), consts_at(s0, j), alpha, margins[j], h_bound), others)
     r, consts = _search(check, hi, steps)
-    return _result(model, i, others, _min_margin(margins), r, method, consts, "theorem1")
+    return _result(model, i, others, margins, r, method, consts, "theorem1")
 
 
 def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps) -> CertResult:
     """Margin ``(1-w)(g_i-g_j) + w(h_i-h_j)`` changes by at most ``ε((1-w) G_ij + w H_ij)`` on the ball."""
     out = (1 - w) * g.value_x + w * h.value_x
     margins = {j: float(out[i] - out[j]) for j in others}
-    if any(m == 0 for m in margins.values()):
-        return _result(model, i, others, 0.0, 0.0, method, {}, "lipschitz")
+    if not _leads(margins):
+        return _result(model, i, others, margins, 0.0, method, {}, "lipschitz")
 
     def lip(eps: float, j: int) -> float | None:
         parts = []
@@ -570,7 +644,7 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
     if math.isinf(hi):
         hi = 1e6
     r, consts = _search(check, hi, steps)
-    return _result(model, i, others, _min_margin(margins), r, method, consts, "lipschitz")
+    return _result(model, i, others, margins, r, method, consts, "lipschitz")
 
 
 # -- batched ------------------------------------------------------------------------------------------------
