@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .sensitivity import check_choice
 from .smoothing import AdaptiveSmoothing
 
-__all__ = ["PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "autoattack"]
+__all__ = ["PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "autoattack", "autoattack_parts"]
 
 #: The fixed trade-offs α_t the paper attacks the mixture at (section 6.3).
 PAPER_ALPHAS: tuple[float, ...] = (0.0, 0.316, 1.46, 6.81, 31.6, 147.0, 681.0, 3162.0, math.inf)
@@ -263,6 +263,28 @@ def _untouched(model: nn.Module) -> Iterator[None]:
             m.train(training)
 
 
+#: The parts of each AutoAttack version (pyautoattack's names), before the class-count rules below.
+_AUTOATTACK_PARTS: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+    "apgd": ("apgd-ce", "apgd-t"),
+}
+#: The fewest classes each part is defined for: the DLR loss reads the third-largest logit, its targeted form
+#: the fourth; a targeted attack needs a class other than the true one.
+_MIN_CLASSES = {"apgd-ce": 2, "square": 2, "fab": 2, "fab-t": 2, "apgd-dlr": 3, "apgd-t": 4}
+_MAX_TARGETS = 9
+
+
+def autoattack_parts(version: str, num_classes: int) -> tuple[list[str], list[str]]:
+    """``(run, skipped)``: the AutoAttack parts of ``version`` that are defined for ``num_classes`` classes,
+    and those left out (the DLR loss needs at least 3 classes, targeted DLR (APGD-T) at least 4)."""
+    check_choice("version", version, AUTOATTACK_VERSIONS)
+    parts = _AUTOATTACK_PARTS[version]
+    run = [p for p in parts if num_classes >= _MIN_CLASSES[p]]
+    return run, [p for p in parts if p not in run]
+
+
 def autoattack(
     model: nn.Module,
     x: Tensor,
@@ -280,9 +302,10 @@ def autoattack(
     log-probabilities, an :class:`AdaptiveSmoothing` mixture included (it attacks ``model(x)``).
     ``version``: ``"standard"``, ``"plus"``, ``"rand"``, or ``"apgd"`` (APGD-CE then APGD-T over 9 target
     classes: the gradient attacks of the standard version without FAB-T and the gradient-free Square attack,
-    several times cheaper on a mixture, and weaker); ``seed`` makes the run reproducible. The package's
-    own diagnostics (its ``auto-attack`` logger) are silenced during the call. Needs
-    ``pip install 'robustmix[attacks]'``.
+    several times cheaper on a mixture, and weaker); ``seed`` makes the run reproducible. Only the parts
+    defined for the model's class count run (:func:`autoattack_parts`), and targeted parts attack at most
+    ``c - 1`` target classes. The package's own diagnostics (its ``auto-attack`` logger) are silenced during
+    the call. Needs ``pip install 'robustmix[attacks]'``.
     """
     check_choice("norm", norm, _NORMS)
     check_choice("version", version, AUTOATTACK_VERSIONS)
@@ -301,10 +324,19 @@ def autoattack(
     logger.setLevel(logging.ERROR)
     try:
         with _untouched(model), torch.inference_mode(False):
+            with torch.no_grad():
+                num_classes = int(model(x[:1].to(dev)).shape[1])
+            if len(y) and int(y.max()) >= num_classes:
+                raise ValueError(f"labels go up to {int(y.max())} but the model predicts {num_classes} classes")
+            parts, _ = autoattack_parts(version, num_classes)
             adversary = AutoAttack(
                 model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=float(eps), device=dev, seed=seed,
-                **(dict(version="custom", attacks=["apgd-ce", "apgd-t"]) if version == "apgd" else dict(version=version)),
+                **(dict(version="custom", attacks=parts) if version == "apgd" else dict(version=version)),
             )
+            adversary.attacks_to_run = parts
+            targets = min(_MAX_TARGETS, num_classes - 1)
+            adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, targets)
+            adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, targets)
             x_adv, _ = adversary.run_standard_evaluation(
                 x.detach().clone().to(dev), y.detach().clone().to(dev), batch_size=int(batch_size)
             )

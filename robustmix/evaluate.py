@@ -18,10 +18,10 @@ would cost work here and change batch composition, hence the random starts, with
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attacks import AUTOATTACK_VERSIONS, PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
+from .attacks import (
+    AUTOATTACK_VERSIONS,
+    PAPER_ALPHAS,
+    adaptive_pgd,
+    autoattack,
+    autoattack_parts,
+    composite_pgd,
+    pgd,
+)
+from .digest import tensor_digest
 from .distributed import all_reduce, require_process_group
 from .sensitivity import check_choice
 from .smoothing import AdaptiveSmoothing
@@ -131,14 +140,24 @@ class AttackSuite:
             )))
         return attacks
 
-    def describe(self) -> str:
-        """One line saying what the robust numbers are the worst case over."""
+    def describe(self, num_classes: int | None = None) -> str:
+        """One line saying what the robust numbers are the worst case over; with ``num_classes``, which
+        AutoAttack parts are defined for that many classes (the others are left out and named)."""
         norm = "l_inf" if self.norm == "linf" else "l_2"
         pgd_name = f"PGD-{self.steps}" + (f" x{self.restarts} restarts" if self.restarts > 1 else "")
         alphas = ", ".join(f"{a:g}" for a in self.alphas)
         parts = [f"{pgd_name} (mixtures: at α_t ∈ {{{alphas}}}"
                  + (", and adaptive: the deployed model itself, through its policy)" if self.adaptive else ")")]
-        parts.append(f"AutoAttack ({self.autoattack_version})" if self.use_autoattack else "no AutoAttack")
+        if not self.use_autoattack:
+            parts.append("no AutoAttack")
+        elif num_classes is None:
+            parts.append(f"AutoAttack ({self.autoattack_version})")
+        else:
+            run, skipped = autoattack_parts(self.autoattack_version, num_classes)
+            text = f"AutoAttack ({self.autoattack_version}: {', '.join(p.upper() for p in run)}"
+            if skipped:
+                text += f"; {', '.join(p.upper() for p in skipped)} left out: not defined for {num_classes} classes"
+            parts.append(text + ")")
         return f"{norm} eps={self.eps:g}: " + "; ".join(parts)
 
 
@@ -148,11 +167,41 @@ def _composite(model: AdaptiveSmoothing, alpha_t: float, kw: dict) -> Attack:
 
 def _check_data(x: Tensor, y: Tensor) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise ValueError(f"x must be a batched floating-point tensor [N, ...], got {getattr(x, 'shape', x)!r}")
+        raise ValueError(f"x must be a batched floating-point tensor [N, ...], got {_describe(x)}")
     if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be int64 labels of shape [{x.shape[0]}], got {getattr(y, 'shape', y)!r}")
+        raise ValueError(f"y must be int64 labels of shape [{x.shape[0]}], got {_describe(y)}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf values; clean the data before evaluating on it")
+
+
+def _describe(t: object) -> str:
+    return f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+
+
+def _num_classes(model: nn.Module, x: Tensor) -> int:
+    """The model's class count, from one example."""
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
+
+
+def _check_labels(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    """Refuse labels outside the model's classes (they would silently count as errors); returns c."""
+    c = _num_classes(model, x)
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= c):
+        raise ValueError(
+            f"labels must lie in [0, {c}) for a model with {c} classes; got {int(y.min())}..{int(y.max())}"
+        )
+    return c
+
+
+def _warn_norm_mismatch(model: nn.Module, suite: AttackSuite) -> None:
+    if isinstance(model, AdaptiveSmoothing) and model.mode != "none" and model.norm != suite.norm:
+        warnings.warn(
+            f"the mixture was built for norm={model.norm!r} (R uses that norm's dual) but the suite attacks in "
+            f"{suite.norm!r}; build the mixture with norm={suite.norm!r} to evaluate the matching model",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _show_progress(progress: bool | None) -> bool:
@@ -164,15 +213,11 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return model(x).argmax(dim=1) == y
 
 
-def _fingerprint(x: Tensor, y: Tensor, batch_size: int, setup: str, rows: int = 1024) -> Tensor:
+def _fingerprint(x: Tensor, y: Tensor, batch_size: int, setup: str) -> Tensor:
     """A 56-bit digest (int64) of the bytes, shapes and dtypes of ``x`` and ``y``, the batch size and
-    ``setup``: exact, so ranks agree on it whatever their devices; hashed ``rows`` examples at a time."""
-    digest = hashlib.blake2b(digest_size=7)
-    digest.update(f"{tuple(x.shape)} {x.dtype} {tuple(y.shape)} {y.dtype} {batch_size} {setup}".encode())
-    for part in (x, y):
-        for block in part.detach().split(rows):
-            digest.update(block.contiguous().cpu().view(torch.uint8).numpy())
-    return torch.tensor([int.from_bytes(digest.digest(), "big")], dtype=torch.int64)
+    ``setup``: exact, so ranks agree on it whatever their devices."""
+    digest = tensor_digest(x, y, extra=f"{batch_size} {setup}", size=7)
+    return torch.tensor([int(digest, 16)], dtype=torch.int64)
 
 
 class _Chunks:
@@ -212,6 +257,8 @@ def clean_accuracy(
 ) -> Tensor:
     """Per-example clean correctness ``[N]`` (bool), batched; ``distributed``: split over the ranks."""
     _check_data(x, y)
+    if len(y):
+        _check_labels(model, x, y)
     chunks = _Chunks(x, y, batch_size, distributed, "clean_accuracy")
     correct = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     for _, part in chunks:
@@ -236,6 +283,9 @@ def robust_accuracy(
     The model's weights and train/eval mode are left untouched; put BatchNorm/Dropout models in eval first.
     """
     _check_data(x, y)
+    if len(y):
+        _check_labels(model, x, y)
+    _warn_norm_mismatch(model, suite)
     attacks = suite.attacks_for(model)
     chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy",
                      setup=f"{suite!r} {[name for name, _ in attacks]}")
@@ -264,6 +314,7 @@ class Score:
     robust: float
     n: int
     alpha: float | None = None
+    num_classes: int | None = None
 
 
 @dataclass
@@ -284,7 +335,8 @@ def _score(name: str, model: nn.Module, x: Tensor, y: Tensor, suite: AttackSuite
            distributed: bool, alpha: float | None = None) -> Score:
     clean = clean_accuracy(model, x, y, suite.batch_size, distributed=distributed)
     robust = robust_accuracy(model, x, y, suite, progress=progress, desc=name, distributed=distributed)
-    return Score(name, float(clean.float().mean()), float(robust.float().mean()), len(y), alpha)
+    c = _num_classes(model, x) if len(y) else None
+    return Score(name, float(clean.float().mean()), float(robust.float().mean()), len(y), alpha, c)
 
 
 def evaluate_models(
@@ -337,7 +389,8 @@ def format_table(report: EvalReport, title: str | None = None) -> str:
     for s in report.scores:
         lines.append(f"{s.name:<{width}}  {100 * s.clean:>6.1f}%  {100 * s.robust:>6.1f}%")
     n = report.scores[0].n if report.scores else 0
-    lines.append(f"n = {n} test examples; robust = per-example worst case over {report.suite.describe()}")
+    classes = report.scores[0].num_classes if report.scores else None
+    lines.append(f"n = {n} test examples; robust = per-example worst case over {report.suite.describe(classes)}")
     return "\n".join(lines)
 
 
