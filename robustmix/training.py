@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from .attacks import PAPER_ALPHAS, adaptive_pgd, composite_pgd
+from .digest import tensor_digest
 from .distributed import all_reduce, broadcast_module
 from .smoothing import AdaptiveSmoothing
 
@@ -176,6 +178,8 @@ class PolicyTrainer:
         self.rank, self.world_size = rank, world_size
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every = checkpoint_every
+        self.lr = float(lr)
+        self._data_digest = tensor_digest(x_train, y_train)
         self.progress = progress
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -426,6 +430,29 @@ class PolicyTrainer:
         self.policy.eval()
         return self.history
 
+    def settings(self) -> dict[str, Any]:
+        """Everything that shapes the training run (JSON data): the trainer's options, the mixture's settings,
+        the policy's architecture and a digest of the training data. Checkpoints store it, and resuming
+        with any difference is refused."""
+        model = self.model
+        policy_config = self.policy.get_config() if callable(getattr(self.policy, "get_config", None)) else None
+        settings = {
+            "eps": self.eps, "norm": self.norm, "alphas": self.alphas, "beta0": self.beta0,
+            "c1": self.c1, "c2": self.c2, "c3": self.c3, "attack_steps": self.attack_steps,
+            "step_size": self.step_size, "adaptive_steps": self.adaptive_steps,
+            "eps_scale_range": list(self.eps_scale_range), "alphas_per_batch": self.alphas_per_batch,
+            "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed, "data_range": list(self.data_range),
+            "world_size": self.world_size,
+            "training_data": self._data_digest,
+            "mixture": {
+                "mode": model.mode, "norm": model.norm, "eps_c": model.eps_c, "space": model.space,
+                "detach_R": model.detach_R, "logit_scales": list(model.logit_scales),
+                "alpha_transform": model.alpha_transform, "alpha_range": list(model.alpha_range),
+            },
+            "policy": {"type": type(self.policy).__name__, "config": policy_config},
+        }
+        return json.loads(json.dumps(_json_numbers(settings)))
+
     # -- checkpoints ----------------------------------------------------------------------------------
     def save_checkpoint(self, directory: str | Path) -> Path:
         """Write the policy, optimizer and RNG state at the current step; returns the JSON state path."""
@@ -454,6 +481,7 @@ class PolicyTrainer:
             "optimizer": {"param_groups": opt_state["param_groups"], "scalars": scalars},
             "python_random": _jsonable(random.getstate()),
             "seed": self.seed,
+            "settings": self.settings(),
             "history": self.history,
         }
         path = directory / STATE_FILE
@@ -463,16 +491,39 @@ class PolicyTrainer:
                 old.unlink()
         return path
 
+    def _check_same_settings(self, state: dict[str, Any], directory: Path) -> None:
+        """Refuse to resume a run whose checkpoint was written with other settings, listing every difference."""
+        saved = state.get("settings")
+        if saved is None:
+            warnings.warn(
+                f"the checkpoint in {directory} predates stored training settings; resuming without checking "
+                "that eps, alphas, batch size, learning rate and the data match",
+                UserWarning,
+                stacklevel=3,
+            )
+            if state.get("seed") != self.seed:
+                raise ValueError(f"checkpoint was trained with seed {state.get('seed')} but this trainer has {self.seed}")
+            return
+        current = self.settings()
+        differences = [
+            f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)
+        ]
+        if differences:
+            raise ValueError(
+                f"cannot resume from {directory}: the checkpoint was written with other settings ("
+                + "; ".join(differences)
+                + "). Resume with the same settings, or start a new run in another checkpoint_dir"
+            )
+
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore the state written by :meth:`save_checkpoint` (weights, optimizer, RNG, step, history)."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
         state = json.loads((directory / STATE_FILE).read_text())
-        if state["seed"] != self.seed:
-            raise ValueError(
-                f"checkpoint was trained with seed {state['seed']} but this trainer has {self.seed}"
-            )
+        self._check_same_settings(state, directory)
         tensors = load_file(str(directory / state["file"]))
         device = self.device
         self.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
@@ -492,6 +543,17 @@ class PolicyTrainer:
         random.setstate(_tuplify(state["python_random"]))
         self.step = int(state["step"])
         self.history = list(state["history"])
+
+
+def _json_numbers(obj: Any) -> Any:
+    """``inf`` as the string "inf" (JSON has no infinity), recursively."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: _json_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_numbers(v) for v in obj]
+    return obj
 
 
 def _check_data(x: Tensor, y: Tensor) -> None:
