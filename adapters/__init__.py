@@ -15,6 +15,7 @@ from .normalize import (
     Normalized,
 )
 from .original import MixingNet, OriginalPolicy, load_original_policy, original_mixture
+from .outputs import ExtractLogits
 from .robustbench import extract_state_dict, load_checkpoint, load_robustbench, wrap_robustbench
 from .taps import auto_policy, default_taps
 from .timm import timm_model, timm_taps
@@ -33,6 +34,7 @@ __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "CIFAR_RESNET18_TAPS",
+    "ExtractLogits",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MixingNet",

@@ -100,9 +100,10 @@ def _input_for_grad(x: Tensor) -> Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
-def run_model(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``model(x)``, turning shape errors into a ``ValueError`` that says what the input looked like."""
-    who = type(model).__name__
+def run_model(model: Callable[[Tensor], Tensor], x: Tensor, who: str | None = None) -> Tensor:
+    """``model(x)``, turning shape errors and non-tensor outputs into a ``ValueError`` that names the model
+    (``who``, e.g. ``"g"``; default its class name) and says what the input looked like."""
+    who = who or type(model).__name__
     try:
         out = model(x)
     except RuntimeError as err:
@@ -112,12 +113,20 @@ def run_model(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
             f"{who} failed on an input of shape {tuple(x.shape)}: {err}. Is the input batched ([B, ...]) "
             "and of the shape the model expects?"
         ) from err
-    _check_output(out, x, who)
+    check_output(out, x, who)
     return out
 
 
-def _check_output(out: Tensor, x: Tensor, who: str) -> None:
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+def check_output(out: object, x: Tensor, who: str) -> None:
+    """A model's output must be a logits tensor ``[B, c]`` for the batch ``x``; say what it was otherwise."""
+    if not isinstance(out, Tensor):
+        kind = type(out).__name__
+        raise ValueError(
+            f"{who} returned a {kind}, but a logits tensor [batch, classes] is expected from {who}. Wrap a model "
+            f"whose output holds the logits (a Hugging Face ModelOutput, a dict or a tuple): "
+            f"robustmix.adapters.ExtractLogits({who}) returns out.logits, out['logits'] or out[0]"
+        )
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
             f"{who} returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; expected "
             f"[batch={x.shape[0]}, classes]. Is the input batched and of the rank the model expects?"
@@ -199,6 +208,7 @@ def outputs_and_class_gradient_norms(
     method: Method = "auto",
     create_graph: bool = False,
     keep_graph: bool = False,
+    who: str | None = None,
 ) -> ModelGradients:
     """One forward pass of ``model`` plus the per-class dual gradient norms (the Jacobian form, eq. 5/7).
 
@@ -210,7 +220,7 @@ def outputs_and_class_gradient_norms(
     check_choice("space", space, _SPACES)
     with torch.enable_grad():
         xg = _input_for_grad(x)
-        out = run_model(model, xg)
+        out = run_model(model, xg, who)
         mixed = _to_space(out, space)
         c = mixed.shape[1]
         idx = _class_index(classes, c, mixed.device)
@@ -233,13 +243,14 @@ def outputs_and_predicted_gradient_norm(
     space: Space = "logit",
     create_graph: bool = False,
     keep_graph: bool = False,
+    who: str | None = None,
 ) -> ModelGradients:
     """One forward and one input-only backward: the norm of the predicted class's gradient (eq. 10)."""
     check_choice("norm", norm, _NORMS)
     check_choice("space", space, _SPACES)
     with torch.enable_grad():
         xg = _input_for_grad(x)
-        out = run_model(model, xg)
+        out = run_model(model, xg, who)
         mixed = _to_space(out, space)
         predicted = out.detach().argmax(dim=1)
         selected = mixed.gather(1, predicted.unsqueeze(1)).sum()

@@ -16,9 +16,10 @@ gradients (the K-NN oracle of eq. 2), R_i = ||∇g_i||_{p*}.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -294,19 +295,21 @@ class AdaptiveSmoothing(nn.Module):
 
     def _model_outputs(self, x: Tensor, caller_grad: bool) -> tuple[ModelGradients, ModelGradients]:
         if self.mode == "none":
-            return _plain(self.g, x, caller_grad), _plain(self.h, x, caller_grad)
-        g_res = self._with_gradients(self.g, x, caller_grad)
+            return _plain(self.g, x, caller_grad, "g"), _plain(self.h, x, caller_grad, "h")
+        g_res = self._with_gradients(self.g, x, caller_grad, "g")
         h_res = (
-            self._with_gradients(self.h, x, caller_grad) if self.h_differentiable else _plain(self.h, x, False)
+            self._with_gradients(self.h, x, caller_grad, "h")
+            if self.h_differentiable
+            else _plain(self.h, x, False, "h")
         )
         return g_res, h_res
 
-    def _with_gradients(self, model: nn.Module, x: Tensor, caller_grad: bool) -> ModelGradients:
+    def _with_gradients(self, model: nn.Module, x: Tensor, caller_grad: bool, who: str) -> ModelGradients:
         tracks = caller_grad and (x.requires_grad or any(p.requires_grad for p in model.parameters()))
         create_graph = tracks and not self.detach_R
         if self.mode == "argmax":
             res = outputs_and_predicted_gradient_norm(
-                model, x, self.norm, self.space, create_graph=create_graph, keep_graph=tracks
+                model, x, self.norm, self.space, create_graph=create_graph, keep_graph=tracks, who=who
             )
         else:
             res = outputs_and_class_gradient_norms(
@@ -318,6 +321,7 @@ class AdaptiveSmoothing(nn.Module):
                 method=self.jacobian_method,
                 create_graph=create_graph,
                 keep_graph=tracks,
+                who=who,
             )
         if tracks:
             return res
@@ -342,15 +346,23 @@ class AdaptiveSmoothing(nn.Module):
             )
         if x.dim() < 2:
             raise ValueError(f"expected a batched input [B, ...], got shape {tuple(x.shape)}")
-        param = next(self.g.parameters(), None)
-        if param is not None and param.device != x.device:
-            raise ValueError(f"input is on {x.device} but g is on {param.device}; move one with .to()")
+        for who, module in (("g", self.g), ("h", self.h), ("the policy", self.policy)):
+            if isinstance(module, nn.Module):
+                _check_placement(module, who, x, dtype=who != "the policy")
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or Inf values; clean the batch before classifying it")
 
     def extra_repr(self) -> str:
         alpha = "policy" if self.policy is not None else self._alpha
         return f"alpha={alpha}, mode={self.mode!r}, norm={self.norm!r}, space={self.space!r}, eps_c={self.eps_c}"
+
+    # -- certification ---------------------------------------------------------------------------------
+    def certified_radius(self, x: Tensor, i: int, j: int | Sequence[int] | None = None, **options: Any) -> Any:
+        """The radius within which class ``i`` stays strictly above ``j`` (every other class when ``j`` is
+        None) around ``x``; see :func:`robustmix.certify.certified_radius` (same options)."""
+        from .certify import certified_radius
+
+        return certified_radius(self, x, i, j, **options)
 
     # -- Hub (delegates to robustmix.hub; huggingface_hub is imported only when a download/upload needs it) --
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
@@ -373,10 +385,41 @@ class AdaptiveSmoothing(nn.Module):
         return push_to_hub(self, repo_id, **kwargs)
 
 
-def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool) -> ModelGradients:
+def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool, who: str) -> ModelGradients:
     with torch.set_grad_enabled(caller_grad):
-        out = run_model(model, x)
+        out = run_model(model, x, who)
     return ModelGradients(output=out, mixed=out, norms=torch.ones((), device=out.device))
+
+
+def _first_tensor(module: nn.Module, floating_parameters: bool) -> Tensor | None:
+    """The first initialised floating-point parameter (or, for devices, also buffer) of ``module``."""
+    tensors = module.parameters() if floating_parameters else itertools.chain(module.parameters(), module.buffers())
+    for t in tensors:
+        if not isinstance(t, nn.parameter.UninitializedParameter | nn.parameter.UninitializedBuffer) and (
+            t.is_floating_point() or not floating_parameters
+        ):
+            return t
+    return None
+
+
+def _check_placement(module: nn.Module, who: str, x: Tensor, dtype: bool) -> None:
+    """The input must be on ``module``'s device and, outside autocast, of its parameters' dtype: the mixture
+    does not convert inputs (a silent cast could lose precision or run a model in another precision)."""
+    where = _first_tensor(module, floating_parameters=False)
+    if where is not None and where.device != x.device:
+        raise ValueError(f"input is on {x.device} but {who} is on {where.device}; move one with .to()")
+    weights = _first_tensor(module, floating_parameters=True)
+    if (
+        dtype
+        and weights is not None
+        and weights.dtype != x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise ValueError(
+            f"input is {x.dtype} but {who}'s parameters are {weights.dtype}; convert the input with "
+            f"x.to({weights.dtype}) or the model with {who}.to({x.dtype}) (under torch.autocast mixed "
+            "precision is allowed)"
+        )
 
 
 def _checked_alpha(value: float | Tensor) -> float | Tensor:

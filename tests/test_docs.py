@@ -63,3 +63,11 @@ def test_api_reference_lists_every_public_name():
         names |= set(importlib.import_module(f"robustmix.{module}").__all__)
     missing = sorted(n for n in names if f"`{n}`" not in text)
     assert not missing, f"docs/api.md does not document {missing}"
+
+
+def test_readme_between_claim_names_its_exception():
+    """The README's "entries lie between g's and h's" must say that jacobian mode in prob space renormalises."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    claim = text.index("lies entry by entry between the two")
+    assert 'except with `mode="jacobian", space="prob"`' in text[claim : claim + 200]
+    assert "renormalised" in text[claim : claim + 300]
