@@ -36,10 +36,10 @@ def worker(steps: int, warmup: int, batch: int) -> None:
     import torch
     import torch.distributed as dist
 
-    from robustmix.data import load_digits_split
     from robustmix.demo import build_demo_mixture, demo_trainer
-    from robustmix.demo_models import digits_cnn
+    from robustmix.demo.data import load_digits_split
     from robustmix.distributed import broadcast_module, close_process_group, init_from_env
+    from robustmix.nn.architectures.digits import digits_cnn
 
     ctx = init_from_env(device="cpu")
     torch.manual_seed(0)

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from robustmix.data import load_digits_split
 from robustmix.demo import TRAIN_CONFIG, build_demo_mixture, demo_trainer
-from robustmix.demo_models import digits_cnn
+from robustmix.demo.data import load_digits_split
+from robustmix.nn.architectures.digits import digits_cnn
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Base models shared by the digits examples: the demo's standard g and PGD-trained h (l_inf, ε = 0.3).
 
-The full recipe is :func:`robustmix.demo_models.get_demo_models` (a few minutes on two CPU cores, cached
+The full recipe is :func:`robustmix.demo.get_demo_models` (a few minutes on two CPU cores, cached
 with ``--cache-dir``). ``smoke=True`` trains both for one short epoch on 300 images: seconds, for CI only;
 its accuracies mean nothing.
 """
@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustmix.data import Split, load_digits_split
-from robustmix.demo_models import DEMO_EPS, digits_cnn, get_demo_models, train_adversarial, train_standard
+from robustmix.demo.data import Split, load_digits_split
+from robustmix.demo.models import DEMO_EPS, get_demo_models, train_adversarial, train_standard
+from robustmix.nn.architectures.digits import digits_cnn
 
 
 def digits_models(smoke: bool, seed: int = 0, cache_dir: Path | None = None) -> tuple[nn.Module, nn.Module, Split]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from _digits import digits_models
 
-from robustmix.demo_models import DEMO_EPS
+from robustmix.demo.models import DEMO_EPS
 from robustmix.evaluate import AttackSuite, evaluate_models, format_table
 from robustmix.smoothing import AdaptiveSmoothing
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from _digits import digits_models
 
-from robustmix.demo_models import DEMO_EPS
+from robustmix.demo.models import DEMO_EPS
 from robustmix.evaluate import AttackSuite, evaluate_models, format_table
-from robustmix.policy import PolicyNet
+from robustmix.nn.policies import PolicyNet
 from robustmix.smoothing import AdaptiveSmoothing
 from robustmix.training import PolicyTrainer
 

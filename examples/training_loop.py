@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from _digits import digits_models
 
 from robustmix.attacks import pgd
-from robustmix.demo_models import DEMO_EPS
+from robustmix.demo.models import DEMO_EPS
 from robustmix.evaluate import AttackSuite, evaluate_models, format_table
 from robustmix.smoothing import AdaptiveSmoothing
 

@@ -7,8 +7,25 @@ trained by :class:`PolicyTrainer` with eq. 9). Attacks, worst-case evaluation, s
 (Theorems 1 and 2, randomized smoothing) and safe Hugging Face Hub I/O are included.
 """
 
+from . import _deprecated
+from ._utils.version import __version__
 from .attacks import PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
-from .certify import CertResult, certified_radius, certify, theorem1_radius, theorem2_radius
+from .certify import (
+    CertResult,
+    RandomizedSmoothing,
+    certified_radii,
+    certified_radius,
+    certify,
+    theorem1_radius,
+    theorem2_radius,
+)
+from .errors import (
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+    PretrainedUnavailableError,
+    RobustmixError,
+)
 from .evaluate import (
     AttackSuite,
     EvalReport,
@@ -18,31 +35,40 @@ from .evaluate import (
     robust_accuracy,
 )
 from .knn import KNNClassifier
-from .policy import LogitPolicy, PolicyNet
-from .randomized import RandomizedSmoothing
+from .nn import architectures  # noqa: F401  (registers the built-in architectures)
+from .nn.policies import LogitPolicy, MixingNetPolicy, PolicyNet
 from .registry import register_architecture, register_policy
 from .sensitivity import class_gradient_norms, dual_norm, predicted_class_gradient_norm
 from .smoothing import BETA_CLAMP, AdaptiveSmoothing, SmoothingOutput, mix, mixing_weight
 from .training import PolicyTrainer
-from .zoo import from_pretrained
 
-__version__ = "0.1.0"
+#: Load a saved mixture: a local directory, a Hub repo id or a zoo name (:meth:`AdaptiveSmoothing.from_pretrained`).
+from_pretrained = AdaptiveSmoothing.from_pretrained
+
+_deprecated.install()
 
 __all__ = [
     "AdaptiveSmoothing",
     "AttackSuite",
     "BETA_CLAMP",
     "CertResult",
+    "ConfigError",
     "EvalReport",
+    "InputError",
     "KNNClassifier",
     "LogitPolicy",
+    "MissingDependencyError",
+    "MixingNetPolicy",
     "PAPER_ALPHAS",
     "PolicyNet",
     "PolicyTrainer",
+    "PretrainedUnavailableError",
     "RandomizedSmoothing",
+    "RobustmixError",
     "SmoothingOutput",
     "adaptive_pgd",
     "autoattack",
+    "certified_radii",
     "certified_radius",
     "certify",
     "class_gradient_norms",

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sensitivity import check_choice
+from ._utils.checks import check_choice
+from ._utils.optional import require
 from .smoothing import AdaptiveSmoothing
 
 __all__ = ["PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "autoattack", "autoattack_parts"]
@@ -312,10 +313,7 @@ def autoattack(
     _check_pgd_args(x, y, eps, 1, None, True, 1, (0.0, 1.0))
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    try:
-        from pyautoattack import AutoAttack
-    except ImportError as err:
-        raise ImportError("autoattack() needs the pyautoattack package: pip install 'robustmix[attacks]'") from err
+    AutoAttack = require("pyautoattack", "attacks", "autoattack()").AutoAttack
     if len(x) == 0:
         return x.detach().clone()
     dev = torch.device(device) if device is not None else x.device

@@ -27,10 +27,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ._utils.checks import check_choice
+from ._utils.norms import NORMS, Norm, dual_norm
+
 __all__ = [
     "Norm",
     "Space",
-    "Method",
+    "JacobianMethod",
     "ModelGradients",
     "dual_norm",
     "class_gradient_norms",
@@ -41,38 +44,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Norm = Literal["linf", "l2"]
 Space = Literal["logit", "prob"]
-Method = Literal["auto", "vmap", "loop"]
+#: How the per-class gradients are computed (see :func:`resolve_method`).
+JacobianMethod = Literal["auto", "vmap", "loop"]
 
-_NORMS = ("linf", "l2")
+_NORMS = NORMS
 _SPACES = ("logit", "prob")
 _METHODS = ("auto", "vmap", "loop")
 _DEFAULT_VMAP_CHUNK = 16
-
-
-def check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
-    """Raise a ``ValueError`` naming the allowed values when ``value`` is not one of them."""
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
-
-
-def dual_norm(grad: Tensor, norm: Norm, batch_dims: int = 1) -> Tensor:
-    """Dual norm ``||grad||_{p*}`` of the attack norm, over every dim after the first ``batch_dims``.
-
-    ``norm="linf"`` (attack in l_inf) returns the l_1 norm; ``norm="l2"`` returns the l_2 norm.
-    Half-precision gradients (autocast) are reduced in float32.
-    """
-    check_choice("norm", norm, _NORMS)
-    flat = upcast(grad.flatten(start_dim=batch_dims))
-    if norm == "linf":
-        return flat.abs().sum(dim=-1)
-    return torch.linalg.vector_norm(flat, ord=2, dim=-1)
-
-
-def upcast(t: Tensor) -> Tensor:
-    """float16/bfloat16 tensors (from autocast) become float32; other dtypes are returned unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _to_space(out: Tensor, space: Space) -> Tensor:
@@ -180,7 +159,7 @@ def _grads_vmap(
 _CPU_VMAP_MAX_ELEMENTS = 16 * 3 * 32 * 32
 
 
-def resolve_method(method: Method, x: Tensor) -> Literal["vmap", "loop"]:
+def resolve_method(method: JacobianMethod, x: Tensor) -> Literal["vmap", "loop"]:
     """``auto`` picks the path measured faster for ``x``'s device and size (``benchmarks/sensitivity.py``).
 
     On CUDA the vectorised backward wins. On CPU it wins while one backward pass has little work to spread
@@ -205,7 +184,7 @@ def outputs_and_class_gradient_norms(
     space: Space = "logit",
     classes: Sequence[int] | Tensor | None = None,
     chunk_size: int | None = None,
-    method: Method = "auto",
+    method: JacobianMethod = "auto",
     create_graph: bool = False,
     keep_graph: bool = False,
     who: str | None = None,
@@ -277,7 +256,7 @@ def class_gradient_norms(
     space: Space = "logit",
     classes: Sequence[int] | Tensor | None = None,
     chunk_size: int | None = None,
-    method: Method = "auto",
+    method: JacobianMethod = "auto",
 ) -> Tensor:
     """``||∇_x f_i(x)||_{p*}`` for each sample and each class in ``classes`` (default: all): ``[B, k]``.
 

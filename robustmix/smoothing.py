@@ -18,34 +18,32 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from ._utils.checks import check_choice
+from ._utils.norms import Norm, upcast
+from .certify.radius import CertifiableMixin
+from .errors import ConfigError
+from .hub.mixin import HubMixin
+from .nn.policies import BETA_CLAMP
 from .sensitivity import (
-    Method,
+    JacobianMethod,
     ModelGradients,
-    Norm,
     Space,
-    check_choice,
     outputs_and_class_gradient_norms,
     outputs_and_predicted_gradient_norm,
     run_model,
-    upcast,
 )
 
 __all__ = ["AdaptiveSmoothing", "SmoothingOutput", "mix", "mixing_weight", "BETA_CLAMP", "Mode"]
 
 Mode = Literal["jacobian", "argmax", "none"]
 _MODES = ("jacobian", "argmax", "none")
-
-#: β is clamped to this range before α = exp(β) (section 6.3: "cropped to [-14, 14]").
-BETA_CLAMP = (-14.0, 14.0)
 
 #: A policy maps (x, g's output, h's output) to β of shape [B]. ``PolicyNet`` also reads features of
 #: g and h captured by forward hooks during the same forward pass.
@@ -128,7 +126,7 @@ class SmoothingOutput:
     beta: Tensor | None = None
 
 
-class AdaptiveSmoothing(nn.Module):
+class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
     """Mix a standard classifier ``g`` and a robust classifier ``h`` (eq. 5; eq. 7 with a policy).
 
     Args:
@@ -163,6 +161,10 @@ class AdaptiveSmoothing(nn.Module):
     ``forward`` works under ``torch.no_grad()``/``torch.inference_mode()`` (gradients for R are taken
     internally) and is differentiable end to end when the caller tracks gradients. g and h are never
     switched between train and eval mode by this wrapper.
+
+    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` come from
+    :class:`~robustmix.hub.HubMixin` and ``certified_radius(x, i, j)`` from
+    :class:`~robustmix.certify.CertifiableMixin`.
     """
 
     def __init__(
@@ -176,7 +178,7 @@ class AdaptiveSmoothing(nn.Module):
         eps_c: float = 1e-6,
         space: Space = "logit",
         detach_R: bool = False,
-        jacobian_method: Method = "auto",
+        jacobian_method: JacobianMethod = "auto",
         chunk_size: int | None = None,
         validate: bool = True,
         logit_scales: tuple[float, float] = (1.0, 1.0),
@@ -211,7 +213,7 @@ class AdaptiveSmoothing(nn.Module):
         self.eps_c = float(eps_c)
         self.space: Space = space
         self.detach_R = detach_R
-        self.jacobian_method: Method = jacobian_method
+        self.jacobian_method: JacobianMethod = jacobian_method
         self.chunk_size = chunk_size
         self.validate = validate
         self._alpha: float | Tensor | None = None
@@ -356,33 +358,56 @@ class AdaptiveSmoothing(nn.Module):
         alpha = "policy" if self.policy is not None else self._alpha
         return f"alpha={alpha}, mode={self.mode!r}, norm={self.norm!r}, space={self.space!r}, eps_c={self.eps_c}"
 
-    # -- certification ---------------------------------------------------------------------------------
-    def certified_radius(self, x: Tensor, i: int, j: int | Sequence[int] | None = None, **options: Any) -> Any:
-        """The radius within which class ``i`` stays strictly above ``j`` (every other class when ``j`` is
-        None) around ``x``; see :func:`robustmix.certify.certified_radius` (same options)."""
-        from .certify import certified_radius
+    # -- saving (HubMixin: save_pretrained, from_pretrained, push_to_hub) -----------------------------
+    #: The settings a saved model records in config.json, with their JSON types.
+    hub_settings_types = {
+        "alpha": (int, float, str, type(None)),
+        "mode": (str,),
+        "norm": (str,),
+        "eps_c": (int, float),
+        "space": (str,),
+        "detach_R": (bool,),
+        "logit_scales": (list,),
+        "alpha_transform": (str,),
+        "alpha_range": (list,),
+    }
+    #: Options that do not change the function computed, so they are not saved; from_pretrained takes them.
+    hub_runtime_options = ("jacobian_method", "chunk_size", "validate")
 
-        return certified_radius(self, x, i, j, **options)
-
-    # -- Hub (delegates to robustmix.hub; huggingface_hub is imported only when a download/upload needs it) --
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`robustmix.hub.save_pretrained`."""
-        from .hub import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
+    def hub_settings(self) -> dict[str, Any]:
+        """The mixture's settings as JSON data (α as a number or ``"inf"``; ``None`` with a policy)."""
+        alpha = self._alpha
+        if isinstance(alpha, Tensor):
+            if alpha.numel() != 1:
+                raise ConfigError("a per-sample alpha tensor cannot be saved; set a scalar alpha before saving")
+            alpha = float(alpha.item())
+        return {
+            "alpha": None if alpha is None else ("inf" if math.isinf(alpha) else float(alpha)),
+            "mode": self.mode,
+            "norm": self.norm,
+            "eps_c": self.eps_c,
+            "space": self.space,
+            "detach_R": bool(self.detach_R),
+            "logit_scales": list(self.logit_scales),
+            "alpha_transform": self.alpha_transform,
+            "alpha_range": list(self.alpha_range),
+        }
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **kwargs: Any) -> AdaptiveSmoothing:
-        """Load a saved model (directory, Hub repo id or zoo name); see :func:`robustmix.hub.from_pretrained`."""
-        from .hub import from_pretrained
-
-        return from_pretrained(name_or_path, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save to a temporary directory and upload it; see :func:`robustmix.hub.push_to_hub`."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
+    def from_hub_settings(
+        cls, g: nn.Module, h: nn.Module, policy: nn.Module | None, settings: Mapping[str, Any], **runtime: Any
+    ) -> AdaptiveSmoothing:
+        """The mixture a saved config describes (the inverse of :meth:`hub_settings`)."""
+        options = dict(settings)
+        alpha = options.pop("alpha", None)
+        if isinstance(alpha, str) and alpha != "inf":
+            raise ConfigError(f"config 'alpha' must be a number or the string 'inf', got {alpha!r}")
+        if (alpha is None) == (policy is None):
+            raise ConfigError("config must give exactly one of 'alpha' (fixed trade-off) and 'policy'")
+        for key in ("logit_scales", "alpha_range"):
+            if key in options:
+                options[key] = tuple(options[key])
+        return cls(g, h, alpha=math.inf if alpha == "inf" else alpha, policy=policy, **options, **runtime)
 
 
 def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool, who: str) -> ModelGradients:

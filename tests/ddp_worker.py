@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from robustmix import AdaptiveSmoothing
 from robustmix.distributed import DistContext, close_process_group, init_from_env
-from robustmix.policy import LogitPolicy
+from robustmix.nn.policies import LogitPolicy
 from robustmix.training import PolicyTrainer
 
 STEPS = 4

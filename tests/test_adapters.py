@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from robustmix._utils.optional import require
 from robustmix.adapters import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -33,7 +34,6 @@ from robustmix.adapters import (
     wide_resnet,
     wrap_robustbench,
 )
-from robustmix.adapters._optional import require
 from robustmix.attacks import pgd
 from robustmix.smoothing import AdaptiveSmoothing
 from tests.conftest import make_cnn
@@ -126,7 +126,7 @@ def test_timm_pair_three_lines_with_feature_info_taps():
 
 
 def test_default_taps_rules():
-    from robustmix.demo_models import digits_cnn
+    from robustmix.nn.architectures.digits import digits_cnn
 
     assert default_taps(wide_resnet(10, 1)) == ["block1", "block2"]
     assert default_taps(Normalized(wide_resnet(10, 1), CIFAR10_MEAN, CIFAR10_STD)) == ["model.block1", "model.block2"]

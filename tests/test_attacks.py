@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from robustmix.attacks import PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
-from robustmix.data import load_digits_split
+from robustmix.demo.data import load_digits_split
 from robustmix.smoothing import AdaptiveSmoothing
 
 EPS = 0.3

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustmix.bounds import compile_network
+from robustmix.certify.bounds import compile_network
 
 torch.set_num_threads(1)
 ACTS = [nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU]

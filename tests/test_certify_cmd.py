@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from robustmix import AdaptiveSmoothing, pgd
+from robustmix.certify.randomized import RandomizedSmoothing, certify_mixture
 from robustmix.cli import main
-from robustmix.demo_models import get_demo_models
-from robustmix.randomized import RandomizedSmoothing, certify_mixture
+from robustmix.demo.models import get_demo_models
 
 LIMIT = 6
 

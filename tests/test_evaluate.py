@@ -187,8 +187,8 @@ def test_eval_command_help_and_quick_run(tmp_path, capsys) -> None:
         main(["eval", "--help"])
     assert exc.value.code == 0
     assert "--eps" in capsys.readouterr().out
-    if importlib.util.find_spec("robustmix.demo_models") is None:
-        pytest.skip("robustmix.demo_models (the demo's g and h) is not available")
+    if importlib.util.find_spec("robustmix.demo.models") is None:
+        pytest.skip("robustmix.demo.models (the demo's g and h) is not available")
     plot = tmp_path / "sweep.png"
     code = main(["eval", "--quick", "--limit", "24", "--steps", "2", "--restarts", "1", "--alphas", "0,inf",
                  "--autoattack", "off", "--cache-dir", str(tmp_path / "cache"), "--plot", str(plot),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustmix.attacks import autoattack, autoattack_parts
-from robustmix.data import load_digits_split
+from robustmix.demo.data import load_digits_split
 from robustmix.evaluate import AttackSuite, clean_accuracy, evaluate_models, format_table, robust_accuracy
 from robustmix.smoothing import AdaptiveSmoothing
 from tests.test_attacks import one_thread

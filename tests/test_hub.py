@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from robustmix.policy import LogitPolicy, PolicyNet
+from robustmix.nn.policies import LogitPolicy, PolicyNet
 from robustmix.smoothing import AdaptiveSmoothing
 from tests.hub_helpers import digits_pair, fake_hf_cache, resnet_pair
 
@@ -217,7 +217,7 @@ print("ok")
 
 
 def test_models_not_built_by_the_registry_need_an_architecture(tmp_path):
-    from robustmix.demo_models import digits_cnn
+    from robustmix.nn.architectures.digits import digits_cnn
 
     g, h = digits_cnn(), digits_cnn()
     model = AdaptiveSmoothing(g, h, alpha=1.0)

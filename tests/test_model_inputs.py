@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from robustmix.adapters import ExtractLogits
-from robustmix.policy import LogitPolicy
+from robustmix.nn.policies import LogitPolicy
 from robustmix.smoothing import AdaptiveSmoothing
 from tests.conftest import make_mlp
 

@@ -10,7 +10,8 @@ from conftest import make_cnn, make_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustmix.policy import LogitPolicy, PolicyNet, build_policy, policy_spec
+from robustmix.nn.policies import LogitPolicy, PolicyNet
+from robustmix.registry import build_policy, policy_name
 from robustmix.smoothing import AdaptiveSmoothing
 
 
@@ -133,7 +134,7 @@ def test_config_round_trip(output_bn):
     rebuilt.eval()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), policy(x))
-    via_spec = build_policy(json.loads(json.dumps(policy_spec(policy))), g, h)
+    via_spec = build_policy(policy_name(policy), json.loads(json.dumps(policy.get_config())), g, h)
     via_spec.load_state_dict(policy.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(via_spec.eval()(x), policy(x))
@@ -143,13 +144,13 @@ def test_logit_policy_round_trip_and_shape_errors():
     torch.manual_seed(0)
     policy = LogitPolicy(4, hidden=8, temperature=2.0, output_bn=True).eval()
     gl, hl = torch.randn(5, 4), torch.randn(5, 4)
-    rebuilt = build_policy(json.loads(json.dumps(policy_spec(policy))), make_mlp(3, 4, 0), make_mlp(3, 4, 1))
+    rebuilt = build_policy(policy_name(policy), json.loads(json.dumps(policy.get_config())), make_mlp(3, 4, 0), make_mlp(3, 4, 1))
     rebuilt.load_state_dict(policy.state_dict())
     torch.testing.assert_close(rebuilt.eval()(None, gl, hl), policy(None, gl, hl))
     with pytest.raises(ValueError, match=r"g_logits must be \[B, 4\]"):
         policy(None, torch.randn(5, 3), hl)
     with pytest.raises(ValueError, match="unknown policy type"):
-        build_policy({"type": "Nope", "config": {}}, make_mlp(3, 4, 0), make_mlp(3, 4, 1))
+        build_policy("Nope", {}, make_mlp(3, 4, 0), make_mlp(3, 4, 1))
 
 
 def test_logit_policy_in_the_wrapper_on_mlps():

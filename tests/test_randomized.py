@@ -11,14 +11,14 @@ from scipy import stats
 from torch import nn
 
 from robustmix.attacks import pgd
-from robustmix.data import load_digits_split
-from robustmix.randomized import (
+from robustmix.certify.randomized import (
     RandomizedSmoothing,
     certify_mixture,
     clopper_pearson_lower,
     clopper_pearson_upper,
     rs_radii,
 )
+from robustmix.demo.data import load_digits_split
 from robustmix.smoothing import AdaptiveSmoothing
 
 torch.set_num_threads(1)

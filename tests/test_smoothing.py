@@ -1,4 +1,4 @@
-"""AdaptiveSmoothing contract (DESIGN.md "Core semantics"), against a naive reference where possible."""
+"""AdaptiveSmoothing contract (the README and docs/guide.md), against a naive reference where possible."""
 
 from __future__ import annotations
 

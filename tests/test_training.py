@@ -15,7 +15,7 @@ from conftest import make_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustmix.policy import PolicyNet
+from robustmix.nn.policies import PolicyNet
 from robustmix.smoothing import AdaptiveSmoothing
 from robustmix.training import PolicyTrainer, alpha_star_sign, composite_loss
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from robustmix.hub import safetensors_header
-from robustmix.policy import LogitPolicy
+from robustmix.nn.policies import LogitPolicy
 from robustmix.registry import build_architecture, register_architecture
 from robustmix.smoothing import AdaptiveSmoothing
 

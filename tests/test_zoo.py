@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from robustmix.cli import main as cli_main
-from robustmix.convert_cmd import convert_release, read_checkpoint
+from robustmix.convert import convert_release, read_checkpoint
+from robustmix.hub import ZOO, PretrainedUnavailableError, from_pretrained
+from robustmix.nn.policies import MixingNetPolicy
 from robustmix.registry import build_architecture
-from robustmix.release import MixingNetPolicy
 from robustmix.smoothing import AdaptiveSmoothing
-from robustmix.zoo import ZOO, PretrainedUnavailableError, from_pretrained
 from tests.hub_helpers import digits_pair, fake_hf_cache
 
 # Numbers as published: paper Table 1 (g_CNN^θ clean / PGD_20) and RobustBench (clean / AutoAttack).

@@ -39,7 +39,7 @@ def cpu_only(monkeypatch):
 def test_converted_release_matches_robustbench(cpu_only, variant, dataset):
     from robustbench.model_zoo.architectures.comp_model import get_composite_model
 
-    from robustmix.convert_cmd import RELEASE_SETTINGS, convert_release
+    from robustmix.convert import RELEASE_SETTINGS, convert_release
 
     torch.manual_seed(0)
     reference = get_composite_model(variant, dataset)

@@ -1,0 +1,500 @@
+"""Guaranteed bounds on a network's outputs, input gradients and gradient-Lipschitz constants over a ball.
+
+The constants of Theorems 1 and 2 (sections 3.1, 4.1) are suprema/infima over ``B_p(x, ε)`` of
+``|f_k|``, ``||∇f_k||_{p*}`` and of the Lipschitz constant of ``∇f_k``. This module bounds them soundly
+for a feed-forward chain of
+
+* affine layers — ``Linear``, ``Conv2d``, ``AvgPool2d``, ``Flatten``, ``Identity``, eval-mode ``Dropout``
+  and ``BatchNorm`` — merged into one dense matrix per run of consecutive affine layers;
+* elementwise activations — ``Softplus``, ``Tanh``, ``Sigmoid``, ``GELU`` (exact erf form), ``ELU``,
+  ``SiLU``, and ``ReLU`` on units that are stable on the ball (the network is then affine there);
+* a final ``Softmax`` (or ``output="prob"``: probabilities of the logits).
+
+Method (interval arithmetic in float64). Write ``z_l`` for the pre-activations of layer ``l``, ``J_l`` for
+their Jacobian with respect to the input and ``u_l = ∂f_k/∂a_l`` for the gradient of output ``k`` with
+respect to the activations ``a_l = σ(z_l)``.
+
+1. Forward: intervals of ``z_l`` from interval arithmetic, intersected with the mean-value bound
+   ``z_l(x') ∈ z_l(x) ± ε ||max|J_l| ||_{p*}`` (valid since ``J_l`` at every point of the convex ball lies
+   in the interval ``J_l``); the first affine layer is bounded exactly over the l_p ball
+   (``W x ± ε ||W_n||_{p*}``). Intervals of ``J_l`` follow ``J_{l+1} = W_{l+1} diag(σ'(z_l)) J_l``.
+2. Backward: intervals of ``u_l`` from ``u_l = W_{l+1}^T (σ'(z_{l+1}) ⊙ u_{l+1})``.
+3. Hessian: for such a chain ``∇²f_k = Σ_l J_l^T diag(σ''(z_l) ⊙ u_l) J_l`` (+ ``J_L^T ∇²_z p_k J_L`` for a
+   softmax output), so at every point of the ball ``|∇²f_k| ≤ H̄_k := Σ_l |J_l|^T diag(|σ''(z_l) ⊙ u_l|)
+   |J_l|`` elementwise, with ``|·|`` the largest absolute value of an interval. Hence the Lipschitz constant
+   of ``∇f_k`` from ``l_p`` to ``l_{p*}`` (``sup ||∇²f_k||_{p→p*}`` over the convex ball) is at most
+   ``Σ_ab H̄_ab`` for l_inf (``||A||_{∞→1} ≤ Σ|A_ab|``) and ``λ_max(H̄)`` for l_2 (``|v^T A u| ≤ |v|^T H̄ |u|``).
+   ELU's σ'' jumps at 0; σ' is still Lipschitz and, along any segment, ``d/dt σ'(z(t)) = s(t) z'(t)`` a.e.
+   with ``s(t)`` in the hull of the one-sided σ'' values, which the interval contains, so the bound holds.
+
+Ranges of σ, σ', σ'' over an interval are exact up to rounding: they are taken at the endpoints and at the
+interior critical points (roots of the next derivative, analytic or found once by bisection to 1e-15).
+Every result is finally widened by a relative ``1e-9`` (and absolute ``1e-12``) to absorb float64 rounding.
+The bounds are about the real-valued function the layers define; float32 evaluation error of the deployed
+model is not part of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .._utils.checks import check_choice
+from .._utils.norms import Norm, dual_norm
+
+__all__ = ["BallBounds", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
+
+_F64 = torch.float64
+_REL, _ABS = 1e-9, 1e-12
+#: Largest dense matrix (entries) an affine run may become; bigger models need the RS certificates.
+MAX_DENSE_ENTRIES = 2**25
+
+_AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)
+_ACTS = (nn.Softplus, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU)
+SUPPORTED_LAYERS = tuple(t.__name__ for t in (*_AFFINE, *_ACTS, nn.Softmax, nn.Sequential))
+
+
+# -- scalar activations: values of σ, σ', σ'' and their ranges over intervals ---------------------------
+def _phi(z: Tensor) -> Tensor:
+    return torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _Phi(z: Tensor) -> Tensor:
+    return torch.special.ndtr(z)
+
+
+def _roots(fn: Callable[[Tensor], Tensor], lo: float = -40.0, hi: float = 40.0, step: float = 1e-3) -> list[float]:
+    """Sign changes of ``fn`` on a grid over [lo, hi], refined by bisection to ~1e-15."""
+    z = torch.arange(lo, hi, step, dtype=_F64)
+    v = fn(z)
+    idx = ((v[:-1] > 0) != (v[1:] > 0)).nonzero().flatten().tolist()
+    roots = []
+    for i in idx:
+        a, b = z[i].clone(), z[i + 1].clone()
+        fa = fn(a)
+        for _ in range(80):
+            m = (a + b) / 2
+            fm = fn(m)
+            if (fm > 0) == (fa > 0):
+                a, fa = m, fm
+            else:
+                b = m
+        roots.append(float((a + b) / 2))
+    return roots
+
+
+@dataclass(frozen=True)
+class _Smooth:
+    """A C² activation: derivatives ``d[0..2]`` and interior critical points of each."""
+
+    d: tuple[Callable[[Tensor], Tensor], ...]
+    crit: tuple[tuple[float, ...], ...]
+
+
+def _silu_parts() -> _Smooth:
+    s = torch.sigmoid
+
+    def d0(z: Tensor) -> Tensor:
+        return z * s(z)
+
+    def d1(z: Tensor) -> Tensor:
+        return s(z) * (1 + z * (1 - s(z)))
+
+    def d2(z: Tensor) -> Tensor:
+        q = s(z) * (1 - s(z))
+        return q * (2 + z * (1 - 2 * s(z)))
+
+    def d3(z: Tensor) -> Tensor:
+        q = s(z) * (1 - s(z))
+        return q * ((1 - 2 * s(z)) * (3 + z * (1 - 2 * s(z))) - 2 * z * q)
+
+    return _Smooth((d0, d1, d2), (tuple(_roots(d1)), tuple(_roots(d2)), tuple(_roots(d3))))
+
+
+def _gelu_parts() -> _Smooth:
+    def d0(z: Tensor) -> Tensor:
+        return z * _Phi(z)
+
+    def d1(z: Tensor) -> Tensor:
+        return _Phi(z) + z * _phi(z)
+
+    def d2(z: Tensor) -> Tensor:
+        return _phi(z) * (2 - z * z)
+
+    r2 = math.sqrt(2.0)
+    return _Smooth((d0, d1, d2), (tuple(_roots(d1)), (-r2, r2), (-2.0, 0.0, 2.0)))
+
+
+def _tanh_parts() -> _Smooth:
+    c = math.atanh(1 / math.sqrt(3.0))
+    return _Smooth(
+        (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2, lambda z: -2 * torch.tanh(z) * (1 - torch.tanh(z) ** 2)),
+        ((), (0.0,), (-c, c)),
+    )
+
+
+def _sigmoid_parts() -> _Smooth:
+    c = math.log(2 + math.sqrt(3.0))
+    s = torch.sigmoid
+    return _Smooth(
+        (s, lambda z: s(z) * (1 - s(z)), lambda z: s(z) * (1 - s(z)) * (1 - 2 * s(z))),
+        ((), (0.0,), (-c, c)),
+    )
+
+
+def _softplus_parts(beta: float) -> _Smooth:
+    s = torch.sigmoid
+    return _Smooth(
+        (
+            lambda z: torch.nn.functional.softplus(z * beta) / beta,
+            lambda z: s(beta * z),
+            lambda z: beta * s(beta * z) * (1 - s(beta * z)),
+        ),
+        ((), (), (0.0,)),
+    )
+
+
+_CACHE: dict[str, _Smooth] = {}
+
+
+def _smooth(name: str) -> _Smooth:
+    if name not in _CACHE:
+        _CACHE[name] = {"silu": _silu_parts, "gelu": _gelu_parts, "tanh": _tanh_parts, "sigmoid": _sigmoid_parts}[name]()
+    return _CACHE[name]
+
+
+def _range(fn: Callable[[Tensor], Tensor], crit: tuple[float, ...], lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """min/max of ``fn`` over [lo, hi]: endpoints and critical points clamped into the interval."""
+    vals = [fn(lo), fn(hi)] + [fn(torch.clamp(torch.full_like(lo, c), lo, hi)) for c in crit]
+    stack = torch.stack(vals)
+    return stack.min(0).values, stack.max(0).values
+
+
+Ranges = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
+
+
+def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
+    """Intervals of σ, σ' and σ'' over ``[lo, hi]`` (elementwise) and a mask of units where σ is not C¹.
+
+    The mask marks ReLU units (and ELU units with ``alpha != 1``) whose interval contains the kink at 0:
+    there the gradient is discontinuous and the theorems' constants do not exist.
+    """
+    kink = torch.zeros_like(lo, dtype=torch.bool)
+    if isinstance(layer, nn.ReLU):
+        kink = (lo <= 0) & (hi >= 0) & ~((lo == 0) & (hi == 0))
+        on = (lo > 0).to(_F64)
+        zero = torch.zeros_like(lo)
+        d1 = (torch.where(kink, zero, on), torch.where(kink, torch.ones_like(lo), on))
+        return (lo.clamp(min=0), hi.clamp(min=0)), d1, (zero, zero), kink
+    if isinstance(layer, nn.ELU):
+        a = float(layer.alpha)
+        if not a > 0:
+            raise NotImplementedError(f"ELU with alpha={a} is not monotone; only alpha > 0 is supported")
+
+        def elu(z: Tensor) -> Tensor:
+            return torch.where(z > 0, z, a * torch.expm1(z.clamp(max=0)))
+
+        def d1f(z: Tensor) -> Tensor:
+            return torch.where(z > 0, torch.ones_like(z), a * torch.exp(z.clamp(max=0)))
+
+        if a != 1.0:
+            kink = (lo <= 0) & (hi > 0)
+        d1 = (torch.minimum(d1f(lo), d1f(hi)), torch.maximum(d1f(lo), d1f(hi)))
+        if a != 1.0:
+            d1 = (torch.where(kink, torch.minimum(d1[0], torch.full_like(lo, a)), d1[0]),
+                  torch.where(kink, torch.maximum(d1[1], torch.full_like(lo, a)), d1[1]))
+        left_lo, left_hi = a * torch.exp(lo.clamp(max=0)), a * torch.exp(hi.clamp(max=0))
+        d2_lo = torch.where(hi <= 0, left_lo, torch.zeros_like(lo))
+        d2_hi = torch.where(lo > 0, torch.zeros_like(lo), left_hi)
+        return (elu(lo), elu(hi)), d1, (d2_lo, d2_hi), kink
+    if isinstance(layer, nn.Softplus):
+        parts = _softplus_parts(float(layer.beta))
+    elif isinstance(layer, nn.GELU):
+        if layer.approximate != "none":
+            raise NotImplementedError("GELU(approximate='tanh') is not supported; use the exact GELU()")
+        parts = _smooth("gelu")
+    else:
+        parts = _smooth({nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu"}[type(layer)])
+    d0 = _range(parts.d[0], tuple(parts.crit[0]), lo, hi)
+    d1 = _range(parts.d[1], tuple(parts.crit[1]), lo, hi)
+    d2 = _range(parts.d[2], tuple(parts.crit[2]), lo, hi)
+    return d0, d1, d2, kink
+
+
+# -- interval helpers ------------------------------------------------------------------------------------
+def _imul(alo: Tensor, ahi: Tensor, blo: Tensor, bhi: Tensor) -> tuple[Tensor, Tensor]:
+    p = torch.stack([alo * blo, alo * bhi, ahi * blo, ahi * bhi])
+    return p.min(0).values, p.max(0).values
+
+
+def _matmul_exact(W: Tensor, lo: Tensor, hi: Tensor, W_abs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``W @ X`` for an exact matrix W and an interval matrix X (center-radius form)."""
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    cc, rr = W @ c, (W.abs() if W_abs is None else W_abs) @ r
+    return cc - rr, cc + rr
+
+
+def _abs_max(lo: Tensor, hi: Tensor) -> Tensor:
+    return torch.maximum(lo.abs(), hi.abs())
+
+
+def _widen(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    return lo - _REL * lo.abs() - _ABS, hi + _REL * hi.abs() + _ABS
+
+
+def _up(v: Tensor) -> Tensor:
+    return v + _REL * v.abs() + _ABS
+
+
+# -- the compiled network ----------------------------------------------------------------------------------
+@dataclass
+class _Affine:
+    W: Tensor
+    b: Tensor
+
+    def __post_init__(self) -> None:
+        self.W_abs = self.W.abs()
+        self.WT, self.WT_abs = self.W.T.contiguous(), self.W_abs.T.contiguous()
+
+
+@dataclass
+class BallBounds:
+    """Bounds over ``B_p(x, ε)`` for each requested output ``f_k`` (rows in the order of ``classes``).
+
+    ``value``: intervals of ``f_k``; ``grad``: elementwise intervals of ``∇f_k`` ``[K, d]``;
+    ``hess``: nonnegative ``H̄_k`` ``[K, d, d]`` with ``|∇²f_k| ≤ H̄_k`` everywhere on the ball;
+    ``smooth``: False when a ReLU/ELU kink lies inside the ball (gradient bounds then mean nothing).
+    """
+
+    norm: Norm
+    eps: float
+    value_lo: Tensor
+    value_hi: Tensor
+    grad_lo: Tensor
+    grad_hi: Tensor
+    hess: Tensor
+    smooth: bool
+
+    def abs_value_max(self) -> Tensor:
+        """``K = sup |f_k|``."""
+        return _up(_abs_max(self.value_lo, self.value_hi))
+
+    def grad_norm_max(self) -> Tensor:
+        """``M = sup ||∇f_k||_{p*}``."""
+        return _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), self.norm, batch_dims=None))
+
+    def grad_norm_min(self) -> Tensor:
+        """``m = inf ||∇f_k||_{p*}`` (0 when the gradient box contains 0)."""
+        gap = torch.where(self.grad_lo > 0, self.grad_lo, torch.where(self.grad_hi < 0, -self.grad_hi, 0.0))
+        return (dual_norm(gap, self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
+
+    def grad_lipschitz(self) -> Tensor:
+        """``Λ ≥ sup ||∇²f_k||_{p→p*}``: Lipschitz constant of ``∇f_k`` on the ball (l_p to its dual)."""
+        if self.norm == "linf":
+            return _up(self.hess.sum((-2, -1)))
+        sym = (self.hess + self.hess.transpose(-2, -1)) / 2
+        return _up(torch.linalg.eigvalsh(sym)[..., -1].clamp(min=0))
+
+
+class CompiledNetwork:
+    """A module turned into alternating dense affine maps and elementwise activations (float64).
+
+    Build with :func:`compile_network`; :meth:`bounds` computes :class:`BallBounds` over a ball.
+    """
+
+    def __init__(self, stages: list[_Affine | nn.Module], softmax: bool, in_shape: tuple[int, ...]) -> None:
+        self.stages = stages
+        self.softmax = softmax
+        self.in_shape = in_shape
+        self.d = math.prod(in_shape)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Plain float64 evaluation ``[B, ...] -> [B, c]`` (used for margins at x and by tests)."""
+        a = x.reshape(x.shape[0], -1).to(_F64)
+        for st in self.stages:
+            a = a @ st.W.T + st.b if isinstance(st, _Affine) else st(a)
+        return a.softmax(-1) if self.softmax else a
+
+    def bounds(
+        self, x: Tensor, eps: float, norm: Norm, classes: list[int] | None = None, functionals: Tensor | None = None
+    ) -> BallBounds:
+        """Sound bounds on outputs ``classes`` (default all), their gradients and Hessians over ``B_p(x, eps)``.
+
+        ``functionals`` ``[K, c]`` (logit outputs only) bounds ``f = C z`` instead, e.g. a row ``e_i - e_j`` for
+        the margin of two logits.
+        """
+        check_choice("norm", norm, ("linf", "l2"))
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        x0 = x.reshape(-1).to(_F64)
+        if x0.numel() != self.d:
+            raise ValueError(f"x has {x0.numel()} entries but the network expects shape {self.in_shape}")
+        first = self.stages[0]
+        assert isinstance(first, _Affine)
+        zc = first.W @ x0 + first.b
+        rad = eps * dual_norm(first.W, norm, batch_dims=None)
+        zlo, zhi = zc - rad, zc + rad
+        Jlo, Jhi = first.W.clone(), first.W.clone()
+        z_at_x = zc
+        saved = []  # per activation: (layer, d1 interval, d2 interval, J interval of its input)
+        smooth = True
+        for st in self.stages[1:]:
+            if isinstance(st, _Affine):
+                alo, ahi = _matmul_exact(st.W, zlo, zhi, st.W_abs)
+                alo, ahi = alo + st.b, ahi + st.b
+                Jlo, Jhi = _matmul_exact(st.W, Jlo, Jhi, st.W_abs)
+                z_at_x = st.W @ z_at_x + st.b
+                mv = eps * dual_norm(_abs_max(Jlo, Jhi), norm, batch_dims=None)
+                zlo, zhi = torch.maximum(alo, z_at_x - mv), torch.minimum(ahi, z_at_x + mv)
+            else:
+                (v0, v1), d1, d2, kink = activation_ranges(st, zlo, zhi)
+                smooth = smooth and not bool(kink.any())
+                saved.append((st, d1, d2, (Jlo, Jhi)))
+                Jlo, Jhi = _imul(d1[0][:, None], d1[1][:, None], Jlo, Jhi)
+                z_at_x = st(z_at_x[None])[0]
+                zlo, zhi = v0, v1
+        if functionals is not None and (self.softmax or functionals.shape[-1] != zlo.shape[0]):
+            raise ValueError(f"functionals must be [K, {zlo.shape[0]}] and need logit outputs")
+        classes = list(range(zlo.shape[0])) if classes is None else list(classes)
+        c = zlo.shape[0]
+        K = len(classes) if functionals is None else functionals.shape[0]
+        idx = torch.tensor(classes)
+        hess = torch.zeros(K, self.d, self.d, dtype=_F64)
+        if self.softmax:
+            vlo, vhi, ulo, uhi, B = _softmax_terms(zlo, zhi, idx)
+            Ja = _abs_max(Jlo, Jhi)
+            hess += Ja.T[None] @ B @ Ja[None]
+            glo, ghi = _imatvec(Jlo, Jhi, ulo, uhi)
+        elif functionals is not None:
+            C = functionals.to(_F64)
+            vlo, vhi = _matmul_exact(C, zlo[:, None], zhi[:, None])
+            vlo, vhi = vlo[:, 0], vhi[:, 0]
+            ulo = uhi = C
+            glo, ghi = _matmul_exact(C, Jlo, Jhi)
+        else:
+            vlo, vhi = zlo[idx], zhi[idx]
+            ulo = uhi = torch.eye(c, dtype=_F64)[idx]
+            glo, ghi = Jlo[idx], Jhi[idx]
+        # backward pass: u = ∂f_k/∂(current activations), for K outputs at once
+        for st in reversed(self.stages[1:]):
+            if isinstance(st, _Affine):
+                ulo, uhi = _matmul_exact(st.WT, ulo.T, uhi.T, st.WT_abs)
+                ulo, uhi = ulo.T, uhi.T
+            else:
+                layer, d1, d2, (Jl, Jh) = saved.pop()
+                slo, shi = _imul(d2[0][None], d2[1][None], ulo, uhi)
+                Ja = _abs_max(Jl, Jh)
+                hess += (Ja.T[None] * _abs_max(slo, shi)[:, None, :]) @ Ja[None]
+                ulo, uhi = _imul(d1[0][None], d1[1][None], ulo, uhi)
+        blo, bhi = _matmul_exact(first.WT, ulo.T, uhi.T, first.WT_abs)
+        glo, ghi = torch.maximum(glo, blo.T), torch.minimum(ghi, bhi.T)
+        vlo, vhi = _widen(vlo, vhi)
+        glo, ghi = _widen(glo, ghi)
+        return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth)
+
+
+def _imatvec(Jlo: Tensor, Jhi: Tensor, ulo: Tensor, uhi: Tensor) -> tuple[Tensor, Tensor]:
+    """Intervals of ``u_k^T J`` for interval ``J`` ``[c, d]`` and interval rows ``u`` ``[K, c]``."""
+    p = torch.stack([
+        ulo[:, :, None] * Jlo[None], ulo[:, :, None] * Jhi[None], uhi[:, :, None] * Jlo[None], uhi[:, :, None] * Jhi[None]
+    ])
+    return p.min(0).values.sum(1), p.max(0).values.sum(1)
+
+
+def _softmax_terms(zlo: Tensor, zhi: Tensor, idx: Tensor) -> tuple[Tensor, ...]:
+    """Softmax over logit intervals: intervals of p_k, of ∂p_k/∂z ``[K, c]``, and ``B_k ≥ |∇²_z p_k|`` ``[K, c, c]``.
+
+    ``p_k`` increases in ``z_k`` and decreases in ``z_j``, so its extremes are at opposite corners.
+    ``∂p_k/∂z = p_k (e_k - p)`` and ``∇²_z p_k = p_k [(e_k - p)(e_k - p)^T - diag(p) + p p^T]``.
+    """
+    c = zlo.shape[0]
+    eye = torch.eye(c, dtype=_F64)
+    lo_mat = torch.where(eye.bool(), zlo[None], zhi[None])  # row k: z_k low, others high
+    hi_mat = torch.where(eye.bool(), zhi[None], zlo[None])
+    plo, phi = lo_mat.softmax(-1).diagonal(), hi_mat.softmax(-1).diagonal()
+    # ∂p_k/∂z_j: k == j: p_k(1 - p_k) (range of t(1-t) on [plo, phi]); k != j: -p_k p_j
+    t = torch.stack([plo * (1 - plo), phi * (1 - phi), torch.clamp(torch.full_like(plo, 0.5), plo, phi) * 0.5])
+    diag_lo, diag_hi = t.min(0).values, t.max(0).values
+    off_lo, off_hi = -phi[:, None] * phi[None, :], -plo[:, None] * plo[None, :]
+    ulo = torch.where(eye.bool(), diag_lo[:, None].expand(c, c), off_lo)
+    uhi = torch.where(eye.bool(), diag_hi[:, None].expand(c, c), off_hi)
+    dev = torch.maximum((eye - plo[None]).abs(), (eye - phi[None]).abs())  # |δ_ka - p_a| max, [k, a]
+    B = phi[:, None, None] * (dev[:, :, None] * dev[:, None, :] + torch.diag(phi)[None] + (phi[:, None] * phi[None, :])[None])
+    return plo[idx], phi[idx], ulo[idx], uhi[idx], B[idx]
+
+
+# -- building -----------------------------------------------------------------------------------------------
+def _flatten_modules(model: nn.Module) -> list[nn.Module]:
+    if isinstance(model, nn.Sequential):
+        return [m for child in model for m in _flatten_modules(child)]
+    return [model]
+
+
+def _check_layer(m: nn.Module) -> None:
+    if isinstance(m, (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)) and m.training:
+        raise ValueError(f"{type(m).__name__} is in training mode; call .eval() before certifying")
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not m.track_running_stats:
+        raise NotImplementedError(f"{type(m).__name__} without running statistics is not affine; cannot bound it")
+    if not isinstance(m, (*_AFFINE, *_ACTS, nn.Softmax)):
+        raise NotImplementedError(
+            f"layer {type(m).__name__} is not supported by the bound propagation; supported: {', '.join(SUPPORTED_LAYERS)}"
+        )
+
+
+def _dense(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[_Affine, tuple[int, ...]]:
+    """The dense matrix of a run of affine layers on inputs of ``shape`` (columns = images of basis vectors)."""
+    seq = copy.deepcopy(nn.Sequential(*run)).double()  # never convert the caller's modules
+    d = math.prod(shape)
+    with torch.no_grad():
+        b = seq(torch.zeros(1, *shape, dtype=_F64))
+        out_shape = tuple(b.shape[1:])
+        if d * b[0].numel() > MAX_DENSE_ENTRIES:
+            raise ValueError(
+                f"an affine block maps {d} to {b[0].numel()} values: too large for dense bound propagation "
+                f"(limit {MAX_DENSE_ENTRIES} entries); use robustmix.certify.certify_mixture certificates for large models"
+            )
+        cols = [seq(e.reshape(-1, *shape)) for e in torch.eye(d, dtype=_F64).split(256)]
+        W = (torch.cat(cols).reshape(d, -1) - b.reshape(1, -1)).T.contiguous()
+    return _Affine(W, b.reshape(-1)), out_shape
+
+
+def compile_network(
+    model: nn.Module, input_shape: tuple[int, ...], output: Literal["logit", "prob"] = "logit"
+) -> CompiledNetwork:
+    """Turn ``model`` (a possibly nested ``nn.Sequential``) into a :class:`CompiledNetwork` in float64.
+
+    ``input_shape``: one sample's shape, e.g. ``(1, 8, 8)``. ``output="prob"`` appends a softmax (the mixed
+    quantity in ``space="prob"``). Raises ``NotImplementedError`` naming the first unsupported layer.
+    """
+    check_choice("output", output, ("logit", "prob"))
+    layers = _flatten_modules(model)
+    for m in layers:
+        _check_layer(m)
+    softmax = output == "prob"
+    for n, m in enumerate(layers):
+        if isinstance(m, nn.Softmax):
+            if n != len(layers) - 1 or softmax or m.dim not in (1, -1, None):
+                raise NotImplementedError("Softmax is supported once, as the last layer over the class dim")
+            softmax = True
+    layers = [m for m in layers if not isinstance(m, nn.Softmax)]
+    stages: list[_Affine | nn.Module] = []
+    shape = tuple(input_shape)
+    cur: tuple[int, ...] = shape
+    run: list[nn.Module] = []
+    for m in [*layers, None]:
+        if m is not None and isinstance(m, _AFFINE):
+            run.append(m)
+            continue
+        if run or not stages or not isinstance(stages[-1], _Affine):
+            aff, cur = _dense(run or [nn.Identity()], cur)
+            stages.append(aff)
+            run = []
+        if m is not None:
+            stages.append(m)  # elementwise: the shape is unchanged
+    return CompiledNetwork(stages, softmax, shape)
