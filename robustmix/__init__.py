@@ -9,7 +9,8 @@ trained by :class:`PolicyTrainer` with eq. 9). Attacks, worst-case evaluation, s
 
 from . import _deprecated
 from ._utils.version import __version__
-from .attacks import PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd
+from .attacks import PAPER_ALPHAS, adaptive_pgd, autoattack, composite_pgd, pgd, surrogate_pgd
+from .calibration import Calibration, calibrate, calibrate_mixture
 from .certify import (
     CertResult,
     RandomizedSmoothing,
@@ -29,6 +30,7 @@ from .errors import (
 from .evaluate import (
     AttackSuite,
     EvalReport,
+    alpha_sweep,
     evaluate_models,
     format_table,
     plot_alpha_sweep,
@@ -36,6 +38,7 @@ from .evaluate import (
 )
 from .knn import KNNClassifier
 from .nn import architectures  # noqa: F401  (registers the built-in architectures)
+from .nn.maps import HardMax, LayerNormMap, NonlinearMap, TemperatureMap
 from .nn.policies import LogitPolicy, MixingNetPolicy, PolicyNet
 from .registry import register_architecture, register_policy
 from .sensitivity import class_gradient_norms, dual_norm, predicted_class_gradient_norm
@@ -52,13 +55,17 @@ __all__ = [
     "AttackSuite",
     "BETA_CLAMP",
     "CertResult",
+    "Calibration",
     "ConfigError",
     "EvalReport",
+    "HardMax",
     "InputError",
     "KNNClassifier",
+    "LayerNormMap",
     "LogitPolicy",
     "MissingDependencyError",
     "MixingNetPolicy",
+    "NonlinearMap",
     "PAPER_ALPHAS",
     "PolicyNet",
     "PolicyTrainer",
@@ -66,8 +73,12 @@ __all__ = [
     "RandomizedSmoothing",
     "RobustmixError",
     "SmoothingOutput",
+    "TemperatureMap",
     "adaptive_pgd",
+    "alpha_sweep",
     "autoattack",
+    "calibrate",
+    "calibrate_mixture",
     "certified_radii",
     "certified_radius",
     "certify",
@@ -84,6 +95,7 @@ __all__ = [
     "predicted_class_gradient_norm",
     "register_architecture",
     "register_policy",
+    "surrogate_pgd",
     "robust_accuracy",
     "theorem1_radius",
     "theorem2_radius",

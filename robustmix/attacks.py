@@ -6,6 +6,8 @@
   trained on (section 6.3 uses α_t ∈ :data:`PAPER_ALPHAS`).
 * :func:`adaptive_pgd` — attacks the deployed model itself, gradients flowing through the policy β(x) (eq. 7)
   and through R (eq. 5 / eq. 10), the adaptive attack of section 5.1.
+* :func:`surrogate_pgd` — gradients through the mixture's differentiable surrogate (output maps relaxed),
+  success judged on the deployed mixture: the attack on steep maps that would mask the gradient.
 * :func:`autoattack` — AutoAttack through the optional ``pyautoattack`` package (``robustmix[attacks]``).
 
 Attacks never change weights, ``requires_grad`` flags or train/eval modes, and accumulate no weight
@@ -28,15 +30,18 @@ from ._utils.checks import check_choice
 from ._utils.optional import require
 from .smoothing import AdaptiveSmoothing
 
-__all__ = ["PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "autoattack", "autoattack_parts"]
+__all__ = [
+    "PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "surrogate_pgd", "autoattack", "autoattack_parts",
+]
 
 #: The fixed trade-offs α_t the paper attacks the mixture at (section 6.3).
 PAPER_ALPHAS: tuple[float, ...] = (0.0, 0.316, 1.46, 6.81, 31.6, 147.0, 681.0, 3162.0, math.inf)
 
 _NORMS = ("linf", "l2")
+_LOSSES = ("ce", "margin")
 
 #: AutoAttack versions :func:`autoattack` accepts.
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd")
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd", "square")
 
 
 def pgd(
@@ -52,11 +57,15 @@ def pgd(
     targeted: bool = False,
     data_range: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    loss: str = "ce",
+    judge: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Projected gradient descent within ``||δ|| <= eps`` (l_inf or l_2) and the data range.
 
     Untargeted: ascends ``CE(model(x + δ), y)``; targeted: descends ``CE(model(x + δ), y)`` with ``y`` the
-    target labels. l_inf steps follow the gradient sign, l_2 steps the normalised gradient; the default step
+    target labels. ``loss="margin"`` uses the margin ``max_{j≠y} f_j - f_y`` of the model's output instead
+    (the Carlini-Wagner loss: it does not saturate where the softmax does), so the best point kept for an
+    example that survives is the one of smallest margin. l_inf steps follow the gradient sign, l_2 steps the normalised gradient; the default step
     size is ``2.5 * eps / steps``. The random start is uniform in the eps ball (l_2: uniform in volume).
 
     Per example the result is the best point visited over all steps and restarts: one that succeeds
@@ -66,12 +75,15 @@ def pgd(
 
     Args:
         model: any callable mapping ``[B, ...]`` to logits or log-probabilities ``[B, c]``.
+        judge: the model whose predictions decide success and the best point (default ``model``): attack a
+            differentiable surrogate with ``model`` and judge on the deployed one (masked gradients).
         x: clean inputs ``[B, ...]`` inside ``data_range``; y: labels ``[B]`` (target labels if ``targeted``).
         generator: source of the random starts (reproducible attacks).
 
     Returns the adversarial inputs, detached, same shape and dtype as ``x``.
     """
     check_choice("norm", norm, _NORMS)
+    check_choice("loss", loss, _LOSSES)
     steps, restarts, step = _check_pgd_args(x, y, eps, steps, step_size, random_start, restarts, data_range)
     lo, hi = float(data_range[0]), float(data_range[1])
     with torch.inference_mode(False), torch.enable_grad():
@@ -83,7 +95,7 @@ def pgd(
             idx = torch.arange(len(x0), device=x0.device) if r == 0 else (~best_succ).nonzero().flatten()
             if len(idx) == 0:
                 break
-            run = _Run(model, x0[idx], y[idx], eps, norm, targeted, lo, hi)
+            run = _Run(model, x0[idx], y[idx], eps, norm, targeted, lo, hi, loss, judge)
             cand_x, cand_succ, cand_obj = run.attack(steps, step, random_start, generator)
             old_succ, old_obj = best_succ[idx], best_obj[idx]
             better = (cand_succ & ~old_succ) | ((cand_succ == old_succ) & (cand_obj > old_obj))
@@ -99,10 +111,10 @@ class _Run:
 
     def __init__(
         self, model: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, eps: float, norm: str,
-        targeted: bool, lo: float, hi: float,
+        targeted: bool, lo: float, hi: float, loss: str = "ce", judge: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.model, self.x0, self.y, self.eps, self.norm = model, x0, y, eps, norm
-        self.targeted, self.lo, self.hi = targeted, lo, hi
+        self.targeted, self.lo, self.hi, self.loss, self.judge = targeted, lo, hi, loss, judge
         self.labels_checked = False
 
     def attack(
@@ -141,11 +153,15 @@ class _Run:
             if len(self.y) and int(self.y.max()) >= out.shape[1]:
                 raise ValueError(f"labels go up to {int(self.y.max())} but the model predicts {out.shape[1]} classes")
             self.labels_checked = True
-        ce = F.cross_entropy(out.float(), self.y, reduction="none")
-        pred = out.argmax(dim=1)
+        objective = _loss(out.float(), self.y, self.loss)
+        if self.judge is None:
+            pred = out.argmax(dim=1)
+        else:
+            with torch.no_grad():
+                pred = self.judge(x.detach()).argmax(dim=1)
         if self.targeted:
-            return -ce, pred == self.y
-        return ce, pred != self.y
+            return -objective, pred == self.y
+        return objective, pred != self.y
 
     def _direction(self, grad: Tensor) -> Tensor:
         if self.norm == "linf":
@@ -175,6 +191,15 @@ class _Run:
             factor = torch.where(norms > self.eps, self.eps / norms.clamp_min(1e-30), torch.ones_like(norms))
             delta = delta * factor.view(-1, *([1] * (delta.dim() - 1)))
         return (self.x0 + delta).clamp(self.lo, self.hi)
+
+
+def _loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
+    """Per-example loss the untargeted attack ascends: cross-entropy, or the margin ``max_{j≠y} f_j - f_y``."""
+    if loss == "ce":
+        return F.cross_entropy(out, y, reduction="none")
+    true = out.gather(1, y[:, None]).squeeze(1)
+    others = out.scatter(1, y[:, None], -math.inf).amax(dim=1)
+    return others - true
 
 
 def _check_pgd_args(
@@ -248,6 +273,29 @@ def adaptive_pgd(model: AdaptiveSmoothing, x: Tensor, y: Tensor, **pgd_kwargs: o
     return pgd(model, x, y, **pgd_kwargs)  # type: ignore[arg-type]
 
 
+def surrogate_pgd(
+    model: AdaptiveSmoothing, x: Tensor, y: Tensor, alpha_t: float | None = None, **pgd_kwargs: object
+) -> Tensor:
+    """PGD whose gradients come from the mixture's differentiable surrogate (:meth:`AdaptiveSmoothing.surrogate`:
+    output maps relaxed, hard maxima smoothed) and whose success is judged on the deployed ``model`` itself.
+
+    The attack against gradient masking by steep output maps (MixedNUTS' adaptive attack). ``alpha_t``: the
+    surrogate's trade-off for the gradient (default: the deployed α or policy). The margin loss is the
+    default (``loss="ce"`` in ``pgd_kwargs`` for cross-entropy). ``pgd_kwargs`` go to :func:`pgd`.
+    """
+    _check_mixture(model)
+    twin = model.surrogate()
+    if alpha_t is None:
+        gradient_model: Callable[[Tensor], Tensor] = twin
+    else:
+        if not (isinstance(alpha_t, (int, float)) and alpha_t >= 0):
+            raise ValueError(f"alpha_t must be a number >= 0 (math.inf for h alone), got {alpha_t!r}")
+        alpha = float(alpha_t)
+        gradient_model = lambda z: twin.forward_details(z, alpha=alpha).output  # noqa: E731
+    kwargs = {"loss": "margin", **pgd_kwargs}
+    return pgd(gradient_model, x, y, judge=model, **kwargs)  # type: ignore[arg-type]
+
+
 @contextmanager
 def _untouched(model: nn.Module) -> Iterator[None]:
     """Freeze parameters and restore train/eval modes and ``requires_grad`` flags afterwards."""
@@ -270,6 +318,7 @@ _AUTOATTACK_PARTS: dict[str, tuple[str, ...]] = {
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
     "apgd": ("apgd-ce", "apgd-t"),
+    "square": ("square",),
 }
 #: The fewest classes each part is defined for: the DLR loss reads the third-largest logit, its targeted form
 #: the fourth; a targeted attack needs a class other than the true one.
@@ -303,9 +352,11 @@ def autoattack(
     log-probabilities, an :class:`AdaptiveSmoothing` mixture included (it attacks ``model(x)``).
     ``version``: ``"standard"``, ``"plus"``, ``"rand"``, or ``"apgd"`` (APGD-CE then APGD-T over 9 target
     classes: the gradient attacks of the standard version without FAB-T and the gradient-free Square attack,
-    several times cheaper on a mixture, and weaker); ``seed`` makes the run reproducible. Only the parts
+    several times cheaper on a mixture, and weaker) or ``"square"`` (the gradient-free Square attack alone,
+    immune to masked gradients); ``seed`` makes the run reproducible. Only the parts
     defined for the model's class count run (:func:`autoattack_parts`), and targeted parts attack at most
-    ``c - 1`` target classes. The package's own diagnostics (its ``auto-attack`` logger) are silenced during
+    ``c - 1`` target classes. Inputs that are not ``[B, C, H, W]`` images are attacked as ``1 x 1 x d``
+    images (Square's patches are then runs of features). The package's own diagnostics (its ``auto-attack`` logger) are silenced during
     the call. Needs ``pip install 'robustmix[attacks]'``.
     """
     check_choice("norm", norm, _NORMS)
@@ -327,17 +378,25 @@ def autoattack(
             if len(y) and int(y.max()) >= num_classes:
                 raise ValueError(f"labels go up to {int(y.max())} but the model predicts {num_classes} classes")
             parts, _ = autoattack_parts(version, num_classes)
+            shape = x.shape[1:]
+            # Square samples square patches of [C, H, W] images; other inputs are attacked as 1 x 1 x d images.
+            attacked: Callable[[Tensor], Tensor] = model if len(shape) == 3 else (
+                lambda z: model(z.reshape(-1, *shape))
+            )
             adversary = AutoAttack(
-                model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=float(eps), device=dev, seed=seed,
-                **(dict(version="custom", attacks=parts) if version == "apgd" else dict(version=version)),
+                attacked, norm={"linf": "Linf", "l2": "L2"}[norm], eps=float(eps), device=dev, seed=seed,
+                **(dict(version="custom", attacks=parts) if version in ("apgd", "square") else dict(version=version)),
             )
             adversary.attacks_to_run = parts
             targets = min(_MAX_TARGETS, num_classes - 1)
             adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, targets)
             adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, targets)
+            x_in = x.detach().clone().to(dev)
             x_adv, _ = adversary.run_standard_evaluation(
-                x.detach().clone().to(dev), y.detach().clone().to(dev), batch_size=int(batch_size)
+                x_in if len(shape) == 3 else x_in.reshape(len(x_in), 1, 1, -1), y.detach().clone().to(dev),
+                batch_size=int(batch_size),
             )
+            x_adv = x_adv.reshape(x.shape)
     finally:
         logger.setLevel(level)
     return x_adv.detach().to(x.device, x.dtype)

@@ -12,10 +12,15 @@ output γ to the weight on h, ``w = low + (high - low)·sigmoid(γ)`` (α = w / 
 ``mode="argmax"`` uses one R per input from the predicted classes of each model (eq. 10);
 ``mode="none"`` uses R = 1, a fixed convex mix with weight α/(1+α) on h. When ``h`` has no input
 gradients (the K-NN oracle of eq. 2), R_i = ||∇g_i||_{p*}.
+
+Output maps (``g_map``, ``h_map``, :mod:`robustmix.nn.maps`) transform each model's logits before mixing:
+with ``space="prob"`` the mixture is ``(1 - w)·softmax(map_g(g(x))) + w·softmax(map_h(h(x)))``, the
+MixedNUTS form. R is always computed on the models' own outputs (the maps are fixed post-processing).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -30,6 +35,7 @@ from ._utils.norms import Norm, upcast
 from .certify.radius import CertifiableMixin
 from .errors import ConfigError
 from .hub.mixin import HubMixin
+from .nn.maps import map_config, map_from_config
 from .nn.policies import BETA_CLAMP
 from .sensitivity import (
     JacobianMethod,
@@ -157,6 +163,9 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
             ``w = low + (high - low)·sigmoid(γ)`` with ``(low, high) = alpha_range``, α = w/(1 - w)).
             Fixed α is never transformed. ``SmoothingOutput.beta`` holds β or γ respectively.
         alpha_range: ``(low, high)`` with ``0 <= low < high <= 1``, used by ``alpha_transform="sigmoid"``.
+        g_map / h_map: output maps applied to g's / h's logits (after ``logit_scales``) before mixing, e.g.
+            ``HardMax()`` and ``NonlinearMap(s, p, c)`` for the MixedNUTS form; saved in config.json.
+            Attacks take gradients through :meth:`surrogate` as well, where the maps are relaxed.
 
     ``forward`` works under ``torch.no_grad()``/``torch.inference_mode()`` (gradients for R are taken
     internally) and is differentiable end to end when the caller tracks gradients. g and h are never
@@ -184,6 +193,8 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         logit_scales: tuple[float, float] = (1.0, 1.0),
         alpha_transform: Literal["exp", "sigmoid"] = "exp",
         alpha_range: tuple[float, float] = (0.0, 1.0),
+        g_map: nn.Module | None = None,
+        h_map: nn.Module | None = None,
     ) -> None:
         super().__init__()
         check_choice("mode", mode, _MODES)
@@ -205,6 +216,11 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         self.logit_scales: tuple[float, float] = (scales[0], scales[1])
         self.alpha_transform = alpha_transform
         self.alpha_range: tuple[float, float] = (low, high)
+        for who, output_map in (("g_map", g_map), ("h_map", h_map)):
+            if output_map is not None and not callable(output_map):
+                raise ValueError(f"{who} must be a module mapping logits [B, c] to logits [B, c], got {output_map!r}")
+        self.g_map = g_map
+        self.h_map = h_map
         self.g = g
         self.h = h
         self.policy = policy
@@ -291,6 +307,7 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         g_out, h_out = upcast(g_res.output), upcast(h_res.output)  # mix in fp32 under autocast
         if self.logit_scales != (1.0, 1.0):
             g_out, h_out = g_out * self.logit_scales[0], h_out * self.logit_scales[1]
+        g_out, h_out = _apply_map(self.g_map, g_out, "g_map"), _apply_map(self.h_map, h_out, "h_map")
         if self.space == "logit":
             return g_out, h_out
         return g_out.log_softmax(dim=1), h_out.log_softmax(dim=1)
@@ -354,6 +371,22 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or Inf values; clean the batch before classifying it")
 
+    @property
+    def has_maps(self) -> bool:
+        """Whether an output map transforms g's or h's logits before mixing."""
+        return self.g_map is not None or self.h_map is not None
+
+    def surrogate(self) -> AdaptiveSmoothing:
+        """The same mixture (sharing g, h and the policy) with each output map replaced by its
+        differentiable stand-in (:meth:`robustmix.nn.maps.OutputMap.surrogate`): what gradient-based
+        attacks follow when steep maps or hard maxima would mask the gradient. ``self`` without maps."""
+        if not self.has_maps:
+            return self
+        twin = copy.copy(self)  # shallow: the same g, h and policy modules
+        twin._modules = dict(self._modules)
+        twin.g_map, twin.h_map = (_surrogate_of(m) for m in (self.g_map, self.h_map))
+        return twin
+
     def extra_repr(self) -> str:
         alpha = "policy" if self.policy is not None else self._alpha
         return f"alpha={alpha}, mode={self.mode!r}, norm={self.norm!r}, space={self.space!r}, eps_c={self.eps_c}"
@@ -370,6 +403,8 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         "logit_scales": (list,),
         "alpha_transform": (str,),
         "alpha_range": (list,),
+        "g_map": (dict, type(None)),
+        "h_map": (dict, type(None)),
     }
     #: Options that do not change the function computed, so they are not saved; from_pretrained takes them.
     hub_runtime_options = ("jacobian_method", "chunk_size", "validate")
@@ -391,6 +426,8 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
             "logit_scales": list(self.logit_scales),
             "alpha_transform": self.alpha_transform,
             "alpha_range": list(self.alpha_range),
+            "g_map": map_config(self.g_map),
+            "h_map": map_config(self.h_map),
         }
 
     @classmethod
@@ -407,7 +444,27 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         for key in ("logit_scales", "alpha_range"):
             if key in options:
                 options[key] = tuple(options[key])
+        for key in ("g_map", "h_map"):
+            if key in options:
+                options[key] = map_from_config(options[key])
         return cls(g, h, alpha=math.inf if alpha == "inf" else alpha, policy=policy, **options, **runtime)
+
+
+def _apply_map(output_map: Callable[[Tensor], Tensor] | None, z: Tensor, who: str) -> Tensor:
+    if output_map is None:
+        return z
+    out = output_map(z)
+    if not isinstance(out, Tensor) or out.shape != z.shape:
+        raise ValueError(f"{who} returned {getattr(out, 'shape', type(out).__name__)} for logits of shape "
+                         f"{tuple(z.shape)}; an output map must keep the shape")
+    return upcast(out)
+
+
+def _surrogate_of(output_map: nn.Module | None) -> nn.Module | None:
+    if output_map is None:
+        return None
+    relax = getattr(output_map, "surrogate", None)
+    return relax() if callable(relax) else output_map
 
 
 def _plain(model: Callable[[Tensor], Tensor], x: Tensor, caller_grad: bool, who: str) -> ModelGradients:

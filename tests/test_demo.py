@@ -29,17 +29,19 @@ def test_demo_quick_prints_the_table_and_writes_the_plot(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for row in (
-        "g (standard CNN)",
-        "h (PGD-trained CNN)",
+        "g (standard CNN, α=0)",
+        "h (PGD-trained CNN, α=∞)",
         "adaptive mixture (policy)",
-        "mixture α=0 ",
-        "mixture α=inf",
+        "nonlinear mix (calibrated)",
+        "mixture α=1 ",
     ):
         assert row in out, out
     assert "per-example worst case over" in out and "no AutoAttack" in out
-    assert "robust gap" in out
-    rows = [line for line in out.splitlines() if line.startswith(("g (", "h (", "adaptive mix", "mixture"))]
-    assert len(rows) == 6, out
+    assert "tried on every other row" in out and "surrogate" in out
+    assert "robust gap to h" in out and "over the best fixed α" in out
+    rows = [line for line in out.splitlines() if line.startswith(("g (", "h (", "adaptive mix", "mixture", "nonlinear"))]
+    rows = [line for line in rows if line.rstrip().endswith("%")]
+    assert len(rows) == 5, out
     for line in rows:
         clean, robust = (float(v.rstrip("%")) for v in line.split()[-2:])
         assert 0 <= robust <= clean <= 100, line

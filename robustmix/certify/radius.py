@@ -270,6 +270,11 @@ def certified_radius(
             "mode='argmax' (eq. 10) is not certified: R switches between classes discontinuously; "
             "certify a mode='jacobian' or mode='none' model"
         )
+    if getattr(model, "g_map", None) is not None or getattr(model, "h_map", None) is not None:
+        raise ValueError(
+            "output maps (g_map / h_map) are not covered by Theorems 1-2 or the Lipschitz bound: certify the "
+            "mixture without maps"
+        )
     alpha = _fixed_alpha(model, method, x)
     if model.mode != "none" and model.logit_scales != (1.0, 1.0):
         raise ValueError("logit_scales other than (1, 1) are only certified with mode='none'")

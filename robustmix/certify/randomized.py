@@ -209,8 +209,11 @@ def _mixture_parts(model: nn.Module) -> tuple[nn.Module, RandomizedSmoothing, fl
             "RS certificates cover the fixed probability-space convex mix: AdaptiveSmoothing(g, h, alpha=w/(1-w), "
             f"mode='none', space='prob'); got mode={model.mode!r}, space={model.space!r}, policy={model.policy is not None}"
         )
-    if model.logit_scales[1] != 1.0:
-        raise ValueError("a logit scale on h changes its smoothed probabilities; use logit_scales=(s_g, 1)")
+    if model.logit_scales[1] != 1.0 or getattr(model, "h_map", None) is not None:
+        raise ValueError(
+            "a logit scale or output map on h changes its smoothed probabilities; use logit_scales=(s_g, 1) "
+            "and no h_map (g may have any map: the certificate holds for any g)"
+        )
     alpha = model.alpha
     if isinstance(alpha, Tensor):
         if alpha.numel() != 1:
@@ -248,7 +251,10 @@ def certify_mixture(
         c = g(x).shape[1]
         if label is None:
             votes0 = h.counts(x, n0, generator)[0].to(_F64) / n0
-            mixed = (1 - w) * g(x).softmax(1)[0].to(_F64) + w * votes0
+            g_logits = g(x) * model.logit_scales[0]
+            if getattr(model, "g_map", None) is not None:
+                g_logits = model.g_map(g_logits)
+            mixed = (1 - w) * g_logits.softmax(1)[0].to(_F64) + w * votes0
             label = int(mixed.argmax())
     if not 0 <= label < c:
         raise ValueError(f"label must be in [0, {c}), got {label}")

@@ -5,7 +5,8 @@ An example counts as robust only if it is classified correctly clean *and* after
 mixture at every fixed α_t (eq. 6, section 6.3), the adaptive PGD through the policy and R (section 5.1),
 and AutoAttack when enabled; for a single model, PGD with restarts and AutoAttack when enabled. Each attack
 only runs on the examples that survived the previous ones, which gives the same answer as attacking every
-example with every attack and taking the AND.
+example with every attack and taking the AND. :func:`evaluate_models` also tries every adversarial input
+that broke one model of the table on every other model (``transfer``), so all rows face the same attacks.
 
 The examples are processed in chunks of ``suite.batch_size``; chunk ``k`` draws its random starts from a
 generator seeded with ``(suite.seed, k)``, so a chunk's result does not depend on which process runs it.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +34,10 @@ from ..distributed import all_reduce, require_process_group
 from ..smoothing import AdaptiveSmoothing
 from .suite import AttackSuite
 
-__all__ = ["Score", "EvalReport", "clean_accuracy", "robust_accuracy", "evaluate_models", "alpha_sweep"]
+__all__ = [
+    "Score", "EvalReport", "clean_accuracy", "robust_accuracy", "evaluate_models", "alpha_sweep",
+    "fixed_alpha_mixtures",
+]
 
 
 def _num_classes(model: nn.Module, x: Tensor) -> int:
@@ -124,6 +128,28 @@ def clean_accuracy(
     return chunks.merge(correct)
 
 
+def _attack_chunk(
+    model: nn.Module, attacks: list, xb: Tensor, yb: Tensor, generator: torch.Generator, bar: tqdm
+) -> tuple[Tensor, Tensor]:
+    """``(alive, breaks)`` for one chunk: whether each example survives every attack (and is correct clean),
+    and for each example that an attack broke, the adversarial input that did (``xb`` elsewhere)."""
+    alive = _correct(model, xb, yb)
+    breaks = xb.clone()
+    for _, attack in attacks:
+        idx = alive.nonzero().flatten()
+        if len(idx):
+            adv = attack(xb[idx], yb[idx], generator)
+            survived = _correct(model, adv, yb[idx])
+            breaks[idx[~survived]] = adv[~survived]
+            alive[idx] = survived
+        bar.update()
+    return alive, breaks
+
+
+def _chunk_generator(suite: AttackSuite, k: int) -> torch.Generator:
+    return torch.Generator().manual_seed(suite.seed * 1_000_003 + k)
+
+
 def robust_accuracy(
     model: nn.Module,
     x: Tensor,
@@ -140,27 +166,49 @@ def robust_accuracy(
     on every rank with the same data); every rank gets the full result, equal to the single-process one.
     The model's weights and train/eval mode are left untouched; put BatchNorm/Dropout models in eval first.
     """
+    return _robust_together({desc: model}, x, y, suite, progress, distributed, transfer=False)[desc]
+
+
+def _robust_together(
+    models: Mapping[str, nn.Module],
+    x: Tensor,
+    y: Tensor,
+    suite: AttackSuite,
+    progress: bool | None,
+    distributed: bool,
+    transfer: bool,
+) -> dict[str, Tensor]:
+    """Per-example robustness of each model; with ``transfer``, also against every adversarial input that
+    broke another of the models (tried on each model where it is still alive)."""
     check_data(x, y, "the evaluation")
-    if len(y):
-        _check_labels(model, x, y)
-    _warn_norm_mismatch(model, suite)
-    attacks = suite.attacks_for(model)
-    chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy",
-                     setup=f"{suite!r} {[name for name, _ in attacks]}")
-    robust = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    attacks = {}
+    for name, model in models.items():
+        if len(y):
+            _check_labels(model, x, y)
+        _warn_norm_mismatch(model, suite)
+        attacks[name] = suite.attacks_for(model)
+    setup = f"{suite!r} {transfer} " + " ".join(f"{n}: {[a for a, _ in att]}" for n, att in attacks.items())
+    chunks = _Chunks(x, y, suite.batch_size, distributed, "robust_accuracy", setup=setup)
+    robust = {name: torch.zeros(len(y), dtype=torch.bool, device=y.device) for name in models}
     show = _show_progress(progress) and chunks.rank == 0
-    with tqdm(total=len(chunks.starts) * len(attacks), desc=desc, disable=not show, leave=False) as bar:
+    total = len(chunks.starts) * sum(len(a) for a in attacks.values())
+    desc = next(iter(models)) if len(models) == 1 else f"{len(models)} models"
+    with tqdm(total=total, desc=desc, disable=not show, leave=False) as bar:
         for k, part in chunks:
-            generator = torch.Generator().manual_seed(suite.seed * 1_000_003 + k)
             xb, yb = x[part], y[part]
-            alive = _correct(model, xb, yb)
-            for _, attack in attacks:
-                idx = alive.nonzero().flatten()
-                if len(idx):
-                    alive[idx] = _correct(model, attack(xb[idx], yb[idx], generator), yb[idx])
-                bar.update()
-            robust[part] = alive
-    return chunks.merge(robust)
+            found = {
+                name: _attack_chunk(model, attacks[name], xb, yb, _chunk_generator(suite, k), bar)
+                for name, model in models.items()
+            }
+            for name, model in models.items():
+                alive = found[name][0].clone()
+                if transfer:
+                    for other, (other_alive, breaks) in found.items():
+                        idx = (alive & ~other_alive).nonzero().flatten()
+                        if other != name and len(idx):
+                            alive[idx] = _correct(model, breaks[idx], yb[idx])
+                robust[name][part] = alive
+    return {name: chunks.merge(r) for name, r in robust.items()}
 
 
 @dataclass(frozen=True)
@@ -177,24 +225,20 @@ class Score:
 
 @dataclass
 class EvalReport:
-    """Scores of several models under one attack suite."""
+    """Scores of several models under one attack suite. ``transfer``: every adversarial input that broke
+    one of the models was also tried on every other (the rows are comparable)."""
 
     scores: list[Score]
     suite: AttackSuite
+    transfer: bool = False
+    #: Per-example robustness ``[N]`` (bool) of each row, by name (filled by :func:`evaluate_models`).
+    masks: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, name: str) -> Score:
         for s in self.scores:
             if s.name == name:
                 return s
         raise KeyError(f"no model named {name!r}; have {[s.name for s in self.scores]}")
-
-
-def _score(name: str, model: nn.Module, x: Tensor, y: Tensor, suite: AttackSuite, progress: bool | None,
-           distributed: bool, alpha: float | None = None) -> Score:
-    clean = clean_accuracy(model, x, y, suite.batch_size, distributed=distributed)
-    robust = robust_accuracy(model, x, y, suite, progress=progress, desc=name, distributed=distributed)
-    c = _num_classes(model, x) if len(y) else None
-    return Score(name, float(clean.float().mean()), float(robust.float().mean()), len(y), alpha, c)
 
 
 def evaluate_models(
@@ -204,13 +248,42 @@ def evaluate_models(
     suite: AttackSuite,
     progress: bool | None = None,
     distributed: bool = False,
+    transfer: bool = True,
+    alphas: Mapping[str, float] | None = None,
 ) -> EvalReport:
     """Clean and worst-case robust accuracy of each named model (g, h, mixtures) on ``(x, y)``.
 
+    Every model faces the suite's attacks that apply to it and, with ``transfer`` (default), every
+    adversarial input that broke any other model of the table: the rows then face the same attacks, so a
+    model and a mixture that computes the same function (h and α = ∞) get the same number.
     ``distributed``: split the work over the ranks of the initialised process group (see
-    :func:`robust_accuracy`); every rank gets the same report.
+    :func:`robust_accuracy`); every rank gets the same report. ``alphas``: the α to record per name.
     """
-    return EvalReport([_score(name, m, x, y, suite, progress, distributed) for name, m in models.items()], suite)
+    if not models:
+        raise ValueError("evaluate_models needs at least one model")
+    robust = _robust_together(models, x, y, suite, progress, distributed, transfer and len(models) > 1)
+    scores = []
+    for name, model in models.items():
+        clean = clean_accuracy(model, x, y, suite.batch_size, distributed=distributed)
+        c = _num_classes(model, x) if len(y) else None
+        alpha = None if alphas is None else alphas.get(name)
+        scores.append(Score(name, float(clean.float().mean()), float(robust[name].float().mean()), len(y), alpha, c))
+    return EvalReport(scores, suite, transfer=transfer and len(models) > 1, masks=robust)
+
+
+def fixed_alpha_mixtures(model: AdaptiveSmoothing, alphas: Sequence[float]) -> dict[str, AdaptiveSmoothing]:
+    """Fixed-α mixtures of ``model.g`` and ``model.h`` with ``model``'s settings (mode, norm, space, eps_c,
+    detach_R, logit scales; no output maps), named ``"mixture α=<a>"``: the linear trade-off curve."""
+    if not isinstance(model, AdaptiveSmoothing):
+        raise ValueError(f"alpha_sweep needs an AdaptiveSmoothing model, got {type(model).__name__}")
+    return {
+        f"mixture α={float(a):g}": AdaptiveSmoothing(
+            model.g, model.h, alpha=float(a), mode=model.mode, norm=model.norm, eps_c=model.eps_c,
+            space=model.space, detach_R=model.detach_R, jacobian_method=model.jacobian_method,
+            chunk_size=model.chunk_size, logit_scales=model.logit_scales,
+        )
+        for a in alphas
+    }
 
 
 def alpha_sweep(
@@ -222,19 +295,10 @@ def alpha_sweep(
     progress: bool | None = None,
     distributed: bool = False,
 ) -> list[Score]:
-    """Scores of fixed-α mixtures of ``model.g`` and ``model.h`` with ``model``'s settings (mode, norm,
-    space, eps_c, detach_R), one per α (default ``suite.alphas``): the trade-off curve a policy must beat.
-    ``distributed``: as in :func:`robust_accuracy`."""
-    if not isinstance(model, AdaptiveSmoothing):
-        raise ValueError(f"alpha_sweep needs an AdaptiveSmoothing model, got {type(model).__name__}")
-    points = []
-    for a in suite.alphas if alphas is None else alphas:
-        fixed = AdaptiveSmoothing(
-            model.g, model.h, alpha=float(a), mode=model.mode, norm=model.norm, eps_c=model.eps_c,
-            space=model.space, detach_R=model.detach_R, jacobian_method=model.jacobian_method,
-            chunk_size=model.chunk_size,
-        )
-        points.append(_score(f"mixture α={float(a):g}", fixed, x, y, suite, progress, distributed, alpha=float(a)))
-    return points
-
-
+    """Scores of fixed-α mixtures of ``model.g`` and ``model.h`` (:func:`fixed_alpha_mixtures`), one per α
+    (default ``suite.alphas``), evaluated together (adversarial inputs shared between the points): the
+    trade-off curve a policy must beat. ``distributed``: as in :func:`robust_accuracy`."""
+    values = [float(a) for a in (suite.alphas if alphas is None else alphas)]
+    mixtures = fixed_alpha_mixtures(model, values)
+    names = dict(zip(mixtures, values, strict=True))
+    return evaluate_models(mixtures, x, y, suite, progress, distributed, alphas=names).scores

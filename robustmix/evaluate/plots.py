@@ -12,13 +12,19 @@ from .accuracy import Score
 
 __all__ = ["plot_alpha_sweep"]
 
+_MARKERS = ("*", "D", "P", "X", "s", "^")
+
 
 def plot_alpha_sweep(
-    points: Sequence[Score], adaptive_point: Score | None, path: str | Path, title: str | None = None
+    points: Sequence[Score],
+    adaptive_point: Score | Sequence[Score] | None,
+    path: str | Path,
+    title: str | None = None,
 ) -> Path:
-    """Write a PNG of clean vs worst-case robust accuracy: the fixed-α curve, and the adaptive mixture as a
-    separately marked point (it earns its place when it lies above the curve). Uses the Agg canvas only
-    (no global backend change). Needs matplotlib (``robustmix[plot]``)."""
+    """Write a PNG of clean vs worst-case robust accuracy: the fixed-α curve, and each other method (the
+    adaptive mixture, a calibrated nonlinear mix, ...) as a separately marked point (it earns its place when
+    it lies above the curve). Uses the Agg canvas only (no global backend change). Needs matplotlib
+    (``robustmix[plot]``)."""
     FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plot", "plotting").FigureCanvasAgg
     Figure = require("matplotlib.figure", "plot", "plotting").Figure
     if not points:
@@ -32,9 +38,12 @@ def plot_alpha_sweep(
     for p in ordered:
         label = p.name if p.alpha is None else ("α=∞" if math.isinf(p.alpha) else f"α={p.alpha:g}")
         ax.annotate(label, (100 * p.clean, 100 * p.robust), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if adaptive_point is not None:
-        ax.plot([100 * adaptive_point.clean], [100 * adaptive_point.robust], "*", color="tab:red", markersize=16,
-                label=f"{adaptive_point.name} (policy, eq. 7)")
+    marked = [] if adaptive_point is None else (
+        [adaptive_point] if isinstance(adaptive_point, Score) else list(adaptive_point)
+    )
+    for k, p in enumerate(marked):
+        ax.plot([100 * p.clean], [100 * p.robust], _MARKERS[k % len(_MARKERS)], color=f"C{(k + 3) % 10}",
+                markersize=13, label=p.name)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("worst-case robust accuracy (%)")
     ax.set_title(title or "accuracy-robustness trade-off")

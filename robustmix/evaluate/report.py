@@ -18,4 +18,6 @@ def format_table(report: EvalReport, title: str | None = None) -> str:
     n = report.scores[0].n if report.scores else 0
     classes = report.scores[0].num_classes if report.scores else None
     lines.append(f"n = {n} test examples; robust = per-example worst case over {report.suite.describe(classes)}")
+    if report.transfer:
+        lines.append("every adversarial input that broke one row was also tried on every other row")
     return "\n".join(lines)

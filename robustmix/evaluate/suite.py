@@ -20,6 +20,7 @@ from ..attacks import (
     autoattack_parts,
     composite_pgd,
     pgd,
+    surrogate_pgd,
 )
 from ..smoothing import AdaptiveSmoothing
 
@@ -38,8 +39,12 @@ class AttackSuite:
         steps, restarts, step_size, random_start: PGD settings (default step ``2.5 * eps / steps``).
         alphas: the fixed α_t the mixture is attacked at (eq. 6; default the paper's, section 6.3).
         adaptive: also attack the mixture itself, through its policy (section 5.1).
+        surrogate: for mixtures with output maps, also PGD with the margin loss through the mixture's
+            differentiable surrogate (maps relaxed; :func:`~robustmix.attacks.surrogate_pgd`) at the
+            deployed α and at every α_t, judged on the deployed mixture.
         autoattack: run AutoAttack as well; ``None`` (default) runs it when ``pyautoattack`` is installed.
         autoattack_version: ``"standard"``, ``"plus"``, ``"rand"`` or ``"apgd"`` (see :func:`autoattack`).
+        square: with AutoAttack on, also run the gradient-free Square attack when the version lacks it.
         batch_size: examples per attacked batch; data_range: the valid input range.
         seed: seeds the random starts (and AutoAttack), so a run is reproducible.
     """
@@ -52,8 +57,10 @@ class AttackSuite:
     random_start: bool = True
     alphas: tuple[float, ...] = PAPER_ALPHAS
     adaptive: bool = True
+    surrogate: bool = True
     autoattack: bool | None = None
     autoattack_version: str = "standard"
+    square: bool = True
     batch_size: int = 256
     data_range: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
@@ -96,18 +103,30 @@ class AttackSuite:
         if isinstance(model, AdaptiveSmoothing):
             # The attack on the deployed model itself goes first: it usually breaks the most examples, and
             # every later attack only runs on the survivors (the AND over attacks does not depend on order).
-            if self.adaptive:
+            # With a fixed α that the grid below holds, the adaptive attack is the same attack as PGD at α_t = α.
+            fixed = model.policy is None and not isinstance(model.alpha, torch.Tensor)
+            if self.adaptive and not (fixed and float(model.alpha) in self.alphas):
                 attacks.append(("adaptive PGD", lambda x, y, gen: adaptive_pgd(model, x, y, generator=gen, **kw)))
             for a in self.alphas:
                 attacks.append((f"PGD at α_t={a:g}", _composite(model, a, kw)))
+            if self.surrogate and model.has_maps:
+                for a in (None, *self.alphas):
+                    where = "deployed" if a is None else f"α_t={a:g}"
+                    attacks.append((f"surrogate PGD (margin) at {where}", _surrogate(model, a, kw)))
         else:
             attacks.append(("PGD", lambda x, y, gen: pgd(model, x, y, generator=gen, **kw)))
-        if self.use_autoattack:
-            attacks.append(("AutoAttack", lambda x, y, gen: autoattack(
-                model, x, y, self.eps, self.norm, self.autoattack_version, seed=self.seed,
-                batch_size=self.batch_size,
-            )))
+        for version in self._autoattack_versions():
+            name = "AutoAttack" if version != "square" else "Square"
+            attacks.append((name, _autoattack(model, version, self)))
         return attacks
+
+    def _autoattack_versions(self) -> list[str]:
+        if not self.use_autoattack:
+            return []
+        versions = [self.autoattack_version]
+        if self.square and "square" not in autoattack_parts(self.autoattack_version, 2)[0]:
+            versions.append("square")
+        return versions
 
     def describe(self, num_classes: int | None = None) -> str:
         """One line saying what the robust numbers are the worst case over; with ``num_classes``, which
@@ -116,7 +135,9 @@ class AttackSuite:
         pgd_name = f"PGD-{self.steps}" + (f" x{self.restarts} restarts" if self.restarts > 1 else "")
         alphas = ", ".join(f"{a:g}" for a in self.alphas)
         parts = [f"{pgd_name} (mixtures: at α_t ∈ {{{alphas}}}"
-                 + (", and adaptive: the deployed model itself, through its policy)" if self.adaptive else ")")]
+                 + (", and adaptive: the deployed model itself, through its policy" if self.adaptive else "")
+                 + ("; with output maps also margin-loss PGD through the maps' surrogate at the deployed α "
+                    "and every α_t)" if self.surrogate else ")")]
         if not self.use_autoattack:
             parts.append("no AutoAttack")
         elif num_classes is None:
@@ -127,10 +148,22 @@ class AttackSuite:
             if skipped:
                 text += f"; {', '.join(p.upper() for p in skipped)} left out: not defined for {num_classes} classes"
             parts.append(text + ")")
+        if "square" in self._autoattack_versions():
+            parts.append("Square (gradient-free)")
         return f"{norm} eps={self.eps:g}: " + "; ".join(parts)
 
 
 def _composite(model: AdaptiveSmoothing, alpha_t: float, kw: dict) -> Attack:
     return lambda x, y, gen: composite_pgd(model, x, y, alpha_t, generator=gen, **kw)
+
+
+def _surrogate(model: AdaptiveSmoothing, alpha_t: float | None, kw: dict) -> Attack:
+    return lambda x, y, gen: surrogate_pgd(model, x, y, alpha_t, generator=gen, **kw)
+
+
+def _autoattack(model: nn.Module, version: str, suite: AttackSuite) -> Attack:
+    return lambda x, y, gen: autoattack(
+        model, x, y, suite.eps, suite.norm, version, seed=suite.seed, batch_size=suite.batch_size
+    )
 
 
