@@ -138,7 +138,7 @@ def run_stdout(cmd: list[str]) -> str:
 
 
 def test_eval_command_under_torchrun_prints_the_single_process_table_once(tmp_path):
-    args = cli("eval", "--quick", "--limit", "60", "--steps", "3", "--restarts", "2", "--alphas", "0,1,inf",
+    args = cli("eval", "--quick", "--sweep", "--limit", "60", "--steps", "3", "--restarts", "2", "--alphas", "0,1,inf",
                "--batch-size", "16", "--autoattack", "off", "--no-progress", "--cache-dir", str(tmp_path))
     single = run_stdout([sys.executable, *args])
     multi = run_stdout([*torchrun(2), *args])

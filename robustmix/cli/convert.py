@@ -25,31 +25,34 @@ def _json_arg(text: str) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="source")
-    pair = sub.add_parser("pair", help="separate g / h (/ policy) state dicts of registered architectures")
-    pair.add_argument("--g-checkpoint", required=True)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    pair = sub.add_parser("pair", help="separate g / h (/ policy) state dicts of registered architectures",
+                          formatter_class=defaults)
+    pair.add_argument("--g-checkpoint", required=True, help="g's state dict (.pt, read with weights_only=True)")
     pair.add_argument("--g-arch", required=True, help="registered architecture name of g")
     pair.add_argument("--g-kwargs", type=_json_arg, default={}, help="JSON kwargs for g's architecture")
-    pair.add_argument("--h-checkpoint", required=True)
-    pair.add_argument("--h-arch", required=True)
-    pair.add_argument("--h-kwargs", type=_json_arg, default={})
+    pair.add_argument("--h-checkpoint", required=True, help="h's state dict (.pt, read with weights_only=True)")
+    pair.add_argument("--h-arch", required=True, help="registered architecture name of h")
+    pair.add_argument("--h-kwargs", type=_json_arg, default={}, help="JSON kwargs for h's architecture")
     pair.add_argument("--alpha", type=float, help="fixed trade-off α (or give a policy)")
-    pair.add_argument("--policy-checkpoint")
+    pair.add_argument("--policy-checkpoint", help="the policy's state dict (with --policy-type)")
     pair.add_argument("--policy-type", help="registered policy name, e.g. PolicyNet")
-    pair.add_argument("--policy-config", type=_json_arg, default={})
-    pair.add_argument("--mode", default="argmax", choices=("jacobian", "argmax", "none"))
-    pair.add_argument("--space", default="logit", choices=("logit", "prob"))
-    rel = sub.add_parser("release", help="a composite checkpoint of the authors' release (Bai2023Improving_*)")
+    pair.add_argument("--policy-config", type=_json_arg, default={}, help="JSON config of the policy")
+    pair.add_argument("--mode", default="argmax", choices=("jacobian", "argmax", "none"), help="R of the mixture")
+    pair.add_argument("--space", default="logit", choices=("logit", "prob"), help="what the mixture mixes")
+    rel = sub.add_parser("release", help="a composite checkpoint of the authors' release (Bai2023Improving_*)",
+                         formatter_class=defaults)
     rel.add_argument(
         "--checkpoint",
         required=True,
         nargs="+",
         help="one composite state dict, or RobustBench's three files NAME_m0.pt NAME_m1.pt NAME_m2.pt (needs --dataset)",
     )
-    rel.add_argument("--variant", required=True, choices=("edm", "trades"))
+    rel.add_argument("--variant", required=True, choices=("edm", "trades"), help="which release network")
     for p in (pair, rel):
         p.add_argument("--output", required=True, help="directory to write config.json, model.safetensors, README.md")
         p.add_argument("--dataset", help="dataset name for the config and model card, e.g. cifar10")
-        p.add_argument("--norm", default="linf", choices=("linf", "l2"))
+        p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="norm of the threat model")
         p.add_argument("--eps", type=float, help="attack radius of the threat model")
         p.add_argument("--zoo-entry", help="copy dataset, threat model and metrics from this robustmix.hub.ZOO entry")
 

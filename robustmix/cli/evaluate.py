@@ -1,83 +1,72 @@
-"""``robustmix eval``: clean and worst-case robust accuracy of the digits demo's g, h and fixed-α mixtures.
+"""``robustmix eval``: clean and per-example worst-case robust accuracy of a mixture, its g and h, and
+optionally a fixed-α sweep, on a standard dataset; a RobustBench-style summary line and a JSON record.
 
-Prints a Table-1-style table (every robust number is the per-example worst case over the attack suite)
-and optionally writes the α-sweep plot. Heavy imports happen inside :func:`run` so ``--help`` stays fast.
-Under ``torchrun --nproc_per_node=N`` the examples are split over the N processes; rank 0 prints.
+The model is ``--model`` (saved directory, Hub repo id, zoo name) or ``--g``/``--h`` with mixture options;
+without either, the digits demo's pair. Every row faces every attack of the suite, and every adversarial
+input that broke one row is tried on the others. Under ``torchrun --nproc_per_node=N`` the examples are
+split over the N processes; rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+
+from . import _options as opt
 
 _PAPER_ALPHAS = "0,0.316,1.46,6.81,31.6,147,681,3162,inf"  # section 6.3, as robustmix.attacks.PAPER_ALPHAS
 
 
-def _alphas(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(a) for a in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (inf allowed), got {text!r}") from err
-    if any(math.isnan(a) or a < 0 for a in values):
-        raise argparse.ArgumentTypeError(f"alphas must be >= 0, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="the demo's quick models (for tests)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the demo models and of the attacks")
-    parser.add_argument("--cache-dir", default=None, help="reuse/store the demo models' weights here")
-    parser.add_argument("--eps", type=float, default=None, help="attack radius (default: the demo's eps)")
-    parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    parser.add_argument("--steps", type=int, default=20, help="PGD steps")
-    parser.add_argument("--restarts", type=int, default=3, help="PGD random restarts")
-    parser.add_argument("--alphas", type=_alphas, default=_alphas(_PAPER_ALPHAS),
-                        help=f"fixed α_t to attack at and to sweep (default {_PAPER_ALPHAS})")
-    parser.add_argument("--mode", choices=("argmax", "jacobian", "none"), default="argmax",
-                        help="R of the mixtures (eq. 10, eq. 5, or R = 1)")
-    parser.add_argument("--space", choices=("logit", "prob"), default="logit", help="what the mixtures mix")
-    parser.add_argument("--autoattack", choices=("auto", "on", "off"), default="auto",
-                        help="add AutoAttack to the suite (auto: when pyautoattack is installed)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test examples")
-    parser.add_argument("--plot", default=None, help="write the α-sweep plot (PNG) here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_model_arguments(parser)
+    opt.add_data_arguments(parser)
+    opt.add_threat_arguments(parser)
+    parser.add_argument("--alphas", type=opt.numbers, default=opt.numbers(_PAPER_ALPHAS),
+                        help="fixed α_t the mixtures are attacked at (eq. 6)")
+    parser.add_argument("--sweep", action="store_true", help="also evaluate fixed-α mixtures at every --alphas value")
+    parser.add_argument("--plot", default=None, help="write the accuracy-robustness plot of the sweep (PNG) here; implies --sweep")
+    opt.add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo.models import DEMO_EPS, get_demo_models_on_every_rank
-    from ..distributed import init_from_env
-    from ..evaluate import (
-        AttackSuite,
-        EvalReport,
-        alpha_sweep,
-        evaluate_models,
-        format_table,
-        plot_alpha_sweep,
-    )
-    from ..smoothing import AdaptiveSmoothing
+    import time
 
-    ctx = init_from_env(device="cpu")  # one process, or one rank under torchrun (gloo)
-    progress = False if args.no_progress or not ctx.is_main else None
-    suite = AttackSuite(
-        eps=DEMO_EPS if args.eps is None else args.eps, norm=args.norm, steps=args.steps, restarts=args.restarts,
-        alphas=args.alphas, autoattack={"auto": None, "on": True, "off": False}[args.autoattack],
-        batch_size=args.batch_size, seed=args.seed,
-    )
-    g, h, split = get_demo_models_on_every_rank(ctx, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir,
-                                                progress=not args.no_progress)
-    x, y = split.x_test, split.y_test
-    if args.limit is not None:
-        x, y = x[: args.limit], y[: args.limit]
-    dist = ctx.distributed
-    report = evaluate_models({"g (standard)": g, "h (robust)": h}, x, y, suite, progress=progress, distributed=dist)
-    template = AdaptiveSmoothing(g, h, alpha=1.0, mode=args.mode, norm=args.norm, space=args.space)
-    sweep = alpha_sweep(template, x, y, suite, progress=progress, distributed=dist)
+    from ..distributed import init_from_env
+    from ..evaluate import format_table, plot_alpha_sweep
+    from ..evaluate.accuracy import evaluate_models, fixed_alpha_mixtures
+    from ..workflow import resolve_device, run_record, write_json
+    from ..workflow.results import summary_line
+
+    start = time.perf_counter()
+    ctx = init_from_env(device=resolve_device(args.device).type)  # one process, or one rank under torchrun
+    device = ctx.device
+    data = opt.load_data(args)
+    model = opt.load_model(args, data, device)
+    suite = opt.suite_of(args, args.alphas)
+    x, y = data.x.to(device), data.y.to(device)
+    rows = {"g (standard)": model.g, "h (robust)": model.h, "mixture": model}
+    sweep = fixed_alpha_mixtures(model, args.alphas) if args.sweep or args.plot else {}
+    rows.update(sweep)
+    alphas = dict(zip(sweep, args.alphas, strict=True)) if sweep else None
+    progress = opt.progress_of(args) and ctx.is_main
+    report = evaluate_models(rows, x, y, suite, progress=progress, distributed=ctx.distributed, alphas=alphas)
     if not ctx.is_main:
         return 0
-    report = EvalReport(report.scores + sweep, suite)
-    print(format_table(report, title=f"digits demo ({'quick' if args.quick else 'full'} models, seed {args.seed})"))
-    if args.plot:
-        path = plot_alpha_sweep(sweep, None, args.plot, title="digits: fixed-α mixtures of g and h")
-        print(f"plot written to {path}")
+    elapsed = time.perf_counter() - start
+    mixture = report["mixture"]
+    line = summary_line(opt.describe_model(args), f"{data.name} ({data.split})", suite.norm, suite.eps, mixture.clean, mixture.robust,
+                        mixture.n)
+    opt.say(args, format_table(report, title=f"{data.name} ({data.split}), {len(y)} examples"))
+    print(line)
+    if args.plot and sweep:
+        path = plot_alpha_sweep([report[n] for n in sweep], report["mixture"], args.plot)
+        opt.say(args, f"plot written to {path}")
+    if args.out:
+        record = run_record(
+            "eval", model=opt.model_spec(args), dataset={"name": data.name, "split": data.split, "n": len(y)},
+            threat_model={"norm": suite.norm, "eps": suite.eps}, suite=suite.describe(data.num_classes),
+            rows=[{"name": s.name, "clean": s.clean, "robust": s.robust, "alpha": s.alpha} for s in report.scores],
+            clean=mixture.clean, robust=mixture.robust, n=mixture.n, seconds=elapsed,
+            survival=report.masks["mixture"].int(), summary=line,
+        )
+        opt.say(args, f"wrote {write_json(args.out, record)}")
     return 0

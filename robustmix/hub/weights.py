@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 
-__all__ = ["WEIGHTS_NAME", "PREFIXES", "safetensors_header", "state_tensors", "load_weights"]
+__all__ = ["WEIGHTS_NAME", "PREFIXES", "safetensors_header", "state_tensors", "read_safetensors", "load_weights"]
 
 WEIGHTS_NAME = "model.safetensors"
 PREFIXES = ("g", "h", "policy")
@@ -115,20 +115,29 @@ def _refuse_non_safetensors(path: Path) -> None:
     )
 
 
-def load_weights(model: Any, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
-    """Load ``model.safetensors`` into ``model`` after checking every key and shape (clear errors, no pickle)."""
+def read_safetensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """The tensors of a safetensors file, after checking that it is one (pickles and zips are refused by name,
+    never unpickled)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} at {path}; robustmix reads weights only from safetensors files")
+        raise FileNotFoundError(f"no file {path}")
     if safetensors_header(path) is None:
         _refuse_non_safetensors(path)
     try:
-        tensors = load_file(str(path), device=str(device))
+        return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path} is not a valid safetensors file ({err}); it may be truncated or corrupt") from None
+
+
+def load_weights(model: Any, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
+    """Load ``model.safetensors`` into ``model`` after checking every key and shape (clear errors, no pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} at {path}; robustmix reads weights only from safetensors files")
+    tensors = read_safetensors(path, device)
     parts = _parts(model)
     grouped: dict[str, dict[str, Tensor]] = {p: {} for p in parts}
     stray = []
