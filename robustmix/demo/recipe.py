@@ -141,7 +141,7 @@ def demo_trainer(
 
 def demo_steps(trainer: PolicyTrainer, quick: bool) -> int:
     """Policy training steps of the demo: a few for ``--quick``, several epochs otherwise."""
-    return 2 if quick else 5 * trainer.batches_per_epoch
+    return 2 if quick else 6 * trainer.batches_per_epoch
 
 
 @dataclass
