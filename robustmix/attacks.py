@@ -32,6 +32,7 @@ from .smoothing import AdaptiveSmoothing
 
 __all__ = [
     "PAPER_ALPHAS", "pgd", "composite_pgd", "adaptive_pgd", "surrogate_pgd", "autoattack", "autoattack_parts",
+    "margin",
 ]
 
 #: The fixed trade-offs α_t the paper attacks the mixture at (section 6.3).
@@ -193,13 +194,17 @@ class _Run:
         return (self.x0 + delta).clamp(self.lo, self.hi)
 
 
+def margin(out: Tensor, y: Tensor) -> Tensor:
+    """Per-example margin ``f_y - max_{j≠y} f_j`` of outputs ``[B, c]`` (positive where ``y`` leads)."""
+    true = out.gather(1, y[:, None]).squeeze(1)
+    return true - out.scatter(1, y[:, None], -math.inf).amax(dim=1)
+
+
 def _loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Per-example loss the untargeted attack ascends: cross-entropy, or the margin ``max_{j≠y} f_j - f_y``."""
+    """Per-example loss the untargeted attack ascends: cross-entropy, or minus the margin."""
     if loss == "ce":
         return F.cross_entropy(out, y, reduction="none")
-    true = out.gather(1, y[:, None]).squeeze(1)
-    others = out.scatter(1, y[:, None], -math.inf).amax(dim=1)
-    return others - true
+    return -margin(out, y)
 
 
 def _check_pgd_args(

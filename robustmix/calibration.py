@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._utils.checks import check_data
-from .attacks import pgd
+from .attacks import margin, pgd
 from .errors import InputError
 from .nn.maps import HardMax, NonlinearMap
 from .smoothing import AdaptiveSmoothing
@@ -101,12 +101,6 @@ class Calibration:
         if model.policy is None:
             model.alpha = self.alpha
         return model
-
-
-def _margins(probs: Tensor, y: Tensor) -> Tensor:
-    """``P_y - max_{j≠y} P_j`` per row."""
-    true = probs.gather(1, y[:, None]).squeeze(1)
-    return true - probs.scatter(1, y[:, None], -math.inf).amax(dim=1)
 
 
 def _cutoff(margins: Tensor, target: float) -> float:
@@ -191,8 +185,8 @@ def calibrate(
     for s, p, c in tqdm(points, desc="calibration search", disable=not show, leave=False):
         candidate = NonlinearMap(s, p, c, k=k, clamp=clamp)
         with torch.no_grad():
-            cut = _cutoff(_margins(candidate(z_robust).softmax(1), y_robust), target)
-            fixable = int((-_margins(candidate(z_fix).softmax(1), y_fix) < cut).sum()) if len(y_fix) else 0
+            cut = _cutoff(margin(candidate(z_robust).softmax(1), y_robust), target)
+            fixable = int((-margin(candidate(z_fix).softmax(1), y_fix) < cut).sum()) if len(y_fix) else 0
         search.append({"s": float(s), "p": float(p), "c": float(c), "cutoff": cut, "fixable": fixable})
         # Ties go to the larger cut-off: the same decisions with margins further from float rounding.
         if best is None or fixable > best[0] or (fixable == best[0] and cut > best[1]):
@@ -209,7 +203,7 @@ def calibrate(
     mixture = calibration.mixture(g, h, validate=False)
     clean = _predict(mixture, x, batch_size).argmax(1) == y
     with torch.no_grad():
-        margins = _margins(h_map(z_robust).softmax(1), y_robust)
+        margins = margin(h_map(z_robust).softmax(1), y_robust)
     kept = int((margins > cut).sum())
     calibration.predicted_clean = float(clean.double().mean())
     calibration.predicted_robust = kept / len(y)
