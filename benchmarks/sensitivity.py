@@ -5,7 +5,10 @@ For each batch size (default 1, 32 and 256, all in one run, on the same inputs p
 - argmax mode / (g fwd + h fwd) and / (g fwd alone), predictions under ``torch.no_grad()`` as deployed; the paper's accelerated model costs 2.15x g alone
   (8.94 s vs 4.16 s, CIFAR-100, V100, batch 250), and the floor is about 2x (g+h): one forward and one
   input-only backward per model;
-- jacobian mode with the per-class loop, vmap and the automatic choice, each divided by its *floor*,
+- argmax mode on the ``torch.func`` path (``jacobian_method="func"``, what runs inside a transform) against
+  the default ``autograd.grad`` path;
+- jacobian mode with the per-class loop, vmap, the ``torch.func`` path and the automatic choice, each
+  divided by its *floor*,
   measured in the same run: for each model, one forward with the input graph and c single-class input
   backwards (``autograd.grad`` with the graph kept), nothing else. Below 1x means batching the backwards
   (vmap) beats the floor's one-class-at-a-time passes.
@@ -73,10 +76,15 @@ def measure_batch(
         lambda: inference(argmax, x), lambda: plain_forwards(g, h, x=x), device, repeats
     )
     ratio_g, _, t_g = interleaved_ratio(lambda: inference(argmax, x), lambda: plain_forwards(g, x=x), device, repeats)
+    argmax_func = AdaptiveSmoothing(g, h, alpha=1.0, mode="argmax", jacobian_method="func")
+    ratio_func, _, _ = interleaved_ratio(
+        lambda: inference(argmax_func, x), lambda: inference(argmax, x), device, repeats
+    )
     result: dict = {"batch": batch, "fwd_g_plus_h_s": base, "fwd_g_s": t_g, "argmax_s": t_argmax,
-                    "argmax_vs_g_plus_h": ratio, "argmax_vs_g": ratio_g}
+                    "argmax_vs_g_plus_h": ratio, "argmax_vs_g": ratio_g, "argmax_func_vs_autograd": ratio_func}
     print(f"[{device}] batch {batch}: g fwd + h fwd = {base * 1e3:.1f} ms, argmax mode = {t_argmax * 1e3:.1f} ms")
     print(f"  argmax-mode overhead = {ratio:.2f}x (g fwd + h fwd), {ratio_g:.2f}x (g fwd alone; paper 2.15x)")
+    print(f"  argmax mode, torch.func path / autograd path = {ratio_func:.2f}x")
     jacobian_repeats = max(3, repeats // 2)
     for c in classes:
         estimate = base * (1 + c)  # a backward costs about a forward
@@ -87,7 +95,7 @@ def measure_batch(
             continue
         g, h = model_pair(arch, c, device)
         ratios, seconds = {}, {}
-        for method in ("loop", "vmap", "auto"):
+        for method in ("loop", "vmap", "func", "auto"):
             model = AdaptiveSmoothing(g, h, alpha=1.0, mode="jacobian", jacobian_method=method)
             ratios[method], seconds[method], t_floor = interleaved_ratio(
                 lambda m=model: inference(m, x), lambda g=g, h=h, c=c: floor((g, h), x, c), device, jacobian_repeats
@@ -95,14 +103,16 @@ def measure_batch(
         best = min(ratios["loop"], ratios["vmap"])
         print(
             f"  jacobian c={c}: / floor (fwd + {c} input backwards per model, {t_floor * 1e3:.0f} ms): "
-            f"loop {ratios['loop']:.2f}x, vmap {ratios['vmap']:.2f}x, auto {ratios['auto']:.2f}x; "
-            f"auto / faster path = {ratios['auto'] / best:.2f}x"
+            f"loop {ratios['loop']:.2f}x, vmap {ratios['vmap']:.2f}x, func {ratios['func']:.2f}x, "
+            f"auto {ratios['auto']:.2f}x; auto / faster of loop and vmap = {ratios['auto'] / best:.2f}x, "
+            f"func / faster of loop and vmap = {ratios['func'] / best:.2f}x"
         )
         result[f"jacobian_c{c}"] = {
             "floor_s": t_floor,
             **{f"{m}_vs_floor": r for m, r in ratios.items()},
             **{f"{m}_s": s for m, s in seconds.items()},
             "auto_vs_best": ratios["auto"] / best,
+            "func_vs_best": ratios["func"] / best,
         }
     return result
 

@@ -5,13 +5,17 @@ For an attack in the l_p norm, the sensitivity of output ``f_i`` at ``x`` is the
 ``f`` is whatever is being mixed: the model's logits (``space="logit"``, the paper's eq. 5) or its
 softmax probabilities (``space="prob"``).
 
-Two ways of computing all ``c`` class gradients from **one** forward pass are provided:
+Three ways of computing all ``c`` class gradients from **one** forward pass are provided:
 
 * ``"vmap"``: one backward pass vectorised with ``torch.vmap`` over one-hot cotangents (the VJP of the
   forward graph applied to a chunk of basis vectors at once, ``autograd.grad(is_grads_batched=True)``);
-* ``"loop"``: one input-only backward pass per class, reusing the same forward graph.
+* ``"loop"``: one input-only backward pass per class, reusing the same forward graph;
+* ``"func"``: the same VJP taken with ``torch.func.vjp`` and vectorised with ``torch.func.vmap``, with no
+  ``requires_grad_`` and no ``autograd.grad``: the path that composes with ``torch.func`` transforms
+  (``grad``, ``vmap``, ``jacrev``; per-example gradients of anything computed from R). Inside a transform it
+  is always taken; its results are differentiable to any order by the surrounding transforms or autograd.
 
-Both compute the gradient of the batch-summed output ``sum_b f_i(x_b)`` with respect to the batch, which
+All compute the gradient of the batch-summed output ``sum_b f_i(x_b)`` with respect to the batch, which
 equals the per-sample gradient for every model whose samples do not interact (any model in eval mode,
 including BatchNorm). A model whose forward mixes samples (BatchNorm in train mode) gets the gradient of
 that batch-coupled function: this module never switches a model between train and eval.
@@ -29,6 +33,7 @@ from torch import Tensor, nn
 
 from ._utils.checks import check_choice
 from ._utils.norms import NORMS, Norm, dual_norm
+from ._utils.transforms import in_transform
 
 __all__ = [
     "Norm",
@@ -46,11 +51,11 @@ logger = logging.getLogger(__name__)
 
 Space = Literal["logit", "prob"]
 #: How the per-class gradients are computed (see :func:`resolve_method`).
-JacobianMethod = Literal["auto", "vmap", "loop"]
+JacobianMethod = Literal["auto", "vmap", "loop", "func"]
 
 _NORMS = NORMS
 _SPACES = ("logit", "prob")
-_METHODS = ("auto", "vmap", "loop")
+_METHODS = ("auto", "vmap", "loop", "func")
 _DEFAULT_VMAP_CHUNK = 16
 
 
@@ -155,26 +160,53 @@ def _grads_vmap(
     return torch.cat(blocks, dim=1)
 
 
-#: On CPU, batches with at most this many input elements take the vmap path under ``method="auto"``.
-_CPU_VMAP_MAX_ELEMENTS = 16 * 3 * 32 * 32
+def _func_forward(
+    model: Callable[[Tensor], Tensor], x: Tensor, space: Space, who: str | None
+) -> tuple[Tensor, Tensor, Callable[[Tensor], tuple[Tensor, ...]]]:
+    """``(output, mixed, pullback)``: one forward of ``model`` under ``torch.func.vjp``; ``pullback(v)`` is
+    ``v``'s vector-Jacobian product of the mixed quantity with respect to ``x`` (batch-summed, as above)."""
+
+    def forward(inp: Tensor) -> tuple[Tensor, Tensor]:
+        out = run_model(model, inp, who)
+        return _to_space(out, space), out
+
+    mixed, pullback, out = torch.func.vjp(forward, x, has_aux=True)
+    return out, mixed, pullback
 
 
-def resolve_method(method: JacobianMethod, x: Tensor) -> Literal["vmap", "loop"]:
-    """``auto`` picks the path measured faster for ``x``'s device and size (``benchmarks/sensitivity.py``).
+def _grads_func(
+    mixed: Tensor, pullback: Callable[[Tensor], tuple[Tensor, ...]], classes: Tensor, norm: Norm, chunk_size: int
+) -> Tensor:
+    c = mixed.shape[1]
+    cotangents = torch.eye(c, dtype=mixed.dtype, device=mixed.device)[classes]
+    cotangents = cotangents.unsqueeze(1).expand(classes.numel(), mixed.shape[0], c)
+    (grads,) = torch.func.vmap(pullback, chunk_size=chunk_size)(cotangents)
+    return dual_norm(grads, norm, batch_dims=2).transpose(0, 1)
 
-    On CUDA the vectorised backward wins. On CPU it wins while one backward pass has little work to spread
-    over the cores (torchvision ResNet-18 at 32x32, 2 cores, time / floor, benchmarks/RESULTS.md: vmap
-    0.69-0.75x against the loop's 0.92-1.07x at batch 1, 0.78-0.86x against 1.02x at batch 8, 0.87-0.95x
-    against 1.01-1.02x at batch 16) and loses on larger batches (batch 32: 1.07-1.10x against 0.97-1.00x;
-    batch 256: 1.28x against 0.99x), so batches of at most 16 CIFAR-sized images' worth of input elements
-    take vmap and larger ones the per-class loop, which also needs the least memory.
+
+#: On CPU, batches with at most this many input elements take the torch.func path under ``method="auto"``.
+_CPU_FUNC_MAX_ELEMENTS = 16 * 3 * 32 * 32
+
+
+def resolve_method(method: JacobianMethod, x: Tensor) -> Literal["vmap", "loop", "func"]:
+    """``auto`` picks the path measured faster for ``x``'s device and size (``benchmarks/sensitivity.py``);
+    inside a ``torch.func`` transform every method resolves to ``"func"``, the only one that composes.
+
+    On CUDA the vectorised backward wins. On CPU a vectorised backward wins while one backward pass has
+    little work to spread over the cores and loses on larger batches (benchmarks/RESULTS.md, torchvision
+    ResNet-18 at 32x32, 2 cores, time / floor of one forward plus c input backwards, c = 10: at batch 1
+    func 0.45x, vmap 0.72x, loop 1.03x; at batch 16 func 0.82x, vmap 1.01x, loop 1.05x; at batch 64 func
+    1.96x, vmap 0.97x, loop 1.00x). So batches of at most 16 CIFAR-sized images' worth of input elements
+    take the ``torch.func`` path and larger ones the per-class loop, which also needs the least memory.
     """
     check_choice("method", method, _METHODS)
+    if in_transform():
+        return "func"
     if method != "auto":
         return method
     if x.device.type == "cuda":
         return "vmap"
-    return "vmap" if x.numel() <= _CPU_VMAP_MAX_ELEMENTS else "loop"
+    return "func" if x.numel() <= _CPU_FUNC_MAX_ELEMENTS else "loop"
 
 
 def outputs_and_class_gradient_norms(
@@ -193,20 +225,39 @@ def outputs_and_class_gradient_norms(
 
     ``create_graph=True`` makes the norms differentiable (double backward); ``keep_graph=True`` keeps the
     forward graph alive so the caller can backpropagate through ``output`` afterwards. With both False,
-    nothing is retained once this returns.
+    nothing is retained once this returns. On the ``"func"`` path the forward graph lives as long as
+    ``output`` does, whatever ``keep_graph`` says; inside a ``torch.func`` transform the norms are always
+    differentiable by the enclosing transform. In eager mode, a model the ``"func"`` path cannot run
+    (an op without a batching rule) falls back to the per-class loop under ``"auto"`` and raises under
+    ``"func"``.
     """
     check_choice("norm", norm, _NORMS)
     check_choice("space", space, _SPACES)
+    path = resolve_method(method, x)
+    chunk_size = chunk_size or _DEFAULT_VMAP_CHUNK
     with torch.enable_grad():
+        if path == "func":
+            try:
+                out, mixed, pullback = _func_forward(model, x, space, who)
+                idx = _class_index(classes, mixed.shape[1], mixed.device)
+                norms = _grads_func(mixed, pullback, idx, norm, chunk_size)
+            except RuntimeError as err:  # ops without a batching rule, or a model that is not functional
+                if method == "func" or in_transform():
+                    raise
+                logger.debug("torch.func Jacobian failed for %s (%s); using the per-class loop", type(model), err)
+                path = "loop"
+            else:
+                if not (create_graph or in_transform()):
+                    norms = norms.detach()  # as the autograd paths: R is a constant unless asked otherwise
+                return ModelGradients(output=out, mixed=mixed, norms=norms)
         xg = _input_for_grad(x)
         out = run_model(model, xg, who)
         mixed = _to_space(out, space)
         c = mixed.shape[1]
         idx = _class_index(classes, c, mixed.device)
-        path = resolve_method(method, x)
         if path == "vmap":
             try:
-                norms = _grads_vmap(mixed, xg, idx, norm, create_graph, chunk_size or _DEFAULT_VMAP_CHUNK)
+                norms = _grads_vmap(mixed, xg, idx, norm, create_graph, chunk_size)
             except RuntimeError as err:  # ops without a batching rule for their backward
                 logger.debug("vmap Jacobian failed for %s (%s); using the per-class loop", type(model), err)
                 norms = _grads_loop(mixed, xg, idx, norm, create_graph, keep_graph)
@@ -223,10 +274,25 @@ def outputs_and_predicted_gradient_norm(
     create_graph: bool = False,
     keep_graph: bool = False,
     who: str | None = None,
+    method: JacobianMethod = "auto",
 ) -> ModelGradients:
-    """One forward and one input-only backward: the norm of the predicted class's gradient (eq. 10)."""
+    """One forward and one input-only backward: the norm of the predicted class's gradient (eq. 10).
+
+    ``method="func"`` (taken automatically inside a ``torch.func`` transform) uses ``torch.func.vjp``;
+    every other method uses ``torch.autograd.grad`` (measured as fast: func / autograd 1.01-1.15x on CPU).
+    """
     check_choice("norm", norm, _NORMS)
     check_choice("space", space, _SPACES)
+    check_choice("method", method, _METHODS)
+    if method == "func" or in_transform():  # under "auto" the autograd path: measured as fast or faster
+        with torch.enable_grad():
+            out, mixed, pullback = _func_forward(model, x, space, who)
+            predicted = out.argmax(dim=1)
+            (grad,) = pullback(torch.zeros_like(mixed).scatter(1, predicted.unsqueeze(1), 1.0))
+            norms = dual_norm(grad, norm)
+        if not (create_graph or in_transform()):
+            norms = norms.detach()
+        return ModelGradients(output=out, mixed=mixed, norms=norms, predicted=predicted)
     with torch.enable_grad():
         xg = _input_for_grad(x)
         out = run_model(model, xg, who)
@@ -274,8 +340,9 @@ def predicted_class_gradient_norm(
     x: Tensor,
     norm: Norm = "linf",
     space: Space = "logit",
+    method: JacobianMethod = "auto",
 ) -> tuple[Tensor, Tensor]:
     """The argmax form of eq. 10: ``(||∇_x f_k(x)||_{p*}, k)`` with ``k = argmax_i f_i(x)``, each ``[B]``."""
-    result = outputs_and_predicted_gradient_norm(model, x, norm, space)
+    result = outputs_and_predicted_gradient_norm(model, x, norm, space, method=method)
     assert result.predicted is not None
     return result.norms.detach(), result.predicted

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ._utils.checks import check_choice
 from ._utils.norms import Norm, upcast
+from ._utils.transforms import in_transform, is_transformed
 from .certify.radius import CertifiableMixin
 from .errors import ConfigError
 from .hub.mixin import HubMixin
@@ -152,8 +153,9 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
             so the mixture is renormalised to a distribution.
         detach_R: gradients flow through R by default (the adversary's extra gradient path, section 4.2);
             ``True`` treats R as a constant, which is cheaper (no double backward).
-        jacobian_method / chunk_size: how the per-class gradients are computed, see
-            :func:`robustmix.sensitivity.class_gradient_norms`.
+        jacobian_method / chunk_size: how the input gradients are computed (``"auto"``, ``"vmap"``,
+            ``"loop"`` or ``"func"``), see :func:`robustmix.sensitivity.class_gradient_norms`. Inside a
+            ``torch.func`` transform the ``"func"`` path is always used.
         validate: check inputs (finite, floating, on the models' device) on every call.
         logit_scales: ``(s_g, s_h)``, fixed positive factors applied to g's and h's logits before mixing
             (inverse temperatures of the authors' later release). Needs ``mode="none"``, because R is
@@ -168,7 +170,10 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
             Attacks take gradients through :meth:`surrogate` as well, where the maps are relaxed.
 
     ``forward`` works under ``torch.no_grad()``/``torch.inference_mode()`` (gradients for R are taken
-    internally) and is differentiable end to end when the caller tracks gradients. g and h are never
+    internally) and is differentiable end to end when the caller tracks gradients. It composes with
+    ``torch.func`` (``grad``, ``vmap``, ``jacrev``, ``functional_call``): inside a transform R is taken with
+    ``torch.func.vjp`` and the checks that need tensor values (finite input, α >= 0) are skipped, since a
+    transform cannot branch on them; they run in eager mode. g and h are never
     switched between train and eval mode by this wrapper.
 
     ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` come from
@@ -324,11 +329,20 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         return g_res, h_res
 
     def _with_gradients(self, model: nn.Module, x: Tensor, caller_grad: bool, who: str) -> ModelGradients:
-        tracks = caller_grad and (x.requires_grad or any(p.requires_grad for p in model.parameters()))
+        tracks = caller_grad and (
+            in_transform() or x.requires_grad or any(p.requires_grad for p in model.parameters())
+        )
         create_graph = tracks and not self.detach_R
         if self.mode == "argmax":
             res = outputs_and_predicted_gradient_norm(
-                model, x, self.norm, self.space, create_graph=create_graph, keep_graph=tracks, who=who
+                model,
+                x,
+                self.norm,
+                self.space,
+                create_graph=create_graph,
+                keep_graph=tracks,
+                who=who,
+                method=self.jacobian_method,
             )
         else:
             res = outputs_and_class_gradient_norms(
@@ -368,7 +382,7 @@ class AdaptiveSmoothing(nn.Module, HubMixin, CertifiableMixin):
         for who, module in (("g", self.g), ("h", self.h), ("the policy", self.policy)):
             if isinstance(module, nn.Module):
                 _check_placement(module, who, x, dtype=who != "the policy")
-        if not torch.isfinite(x).all():
+        if not is_transformed(x) and not torch.isfinite(x).all():
             raise ValueError("input contains NaN or Inf values; clean the batch before classifying it")
 
     @property
@@ -508,7 +522,7 @@ def _checked_alpha(value: float | Tensor) -> float | Tensor:
     if isinstance(value, Tensor):
         if value.dim() > 1:
             raise ValueError(f"alpha must be a scalar or a per-sample [B] tensor, got shape {tuple(value.shape)}")
-        if torch.isnan(value).any() or (value < 0).any():
+        if not is_transformed(value) and (torch.isnan(value).any() or (value < 0).any()):
             raise ValueError("alpha must be >= 0 (use math.inf for h alone); got a negative or NaN entry")
         return value
     value = float(value)

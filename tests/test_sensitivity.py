@@ -15,7 +15,10 @@ from tests.reference import naive_class_gradient_norms
 
 @pytest.mark.parametrize("c", [3, 10, 100])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("method,chunk", [("loop", None), ("vmap", None), ("vmap", 7), ("vmap", 1)])
+@pytest.mark.parametrize(
+    "method,chunk",
+    [("loop", None), ("vmap", None), ("vmap", 7), ("vmap", 1), ("func", None), ("func", 7), ("auto", None)],
+)
 def test_jacobian_norms_match_naive_loop(c, norm, method, chunk):
     model = make_mlp(12, c, seed=c)
     x = torch.randn(4, 3, 4)
@@ -25,7 +28,7 @@ def test_jacobian_norms_match_naive_loop(c, norm, method, chunk):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["loop", "vmap"])
+@pytest.mark.parametrize("method", ["loop", "vmap", "func"])
 def test_prob_space_norms_match_naive_loop(method):
     model = make_cnn(6, seed=3)
     x = torch.rand(3, 1, 8, 8)
@@ -90,6 +93,30 @@ def test_falls_back_to_loop_when_vmap_fails(caplog):
         ours = class_gradient_norms(model, x, method="vmap")
     assert "per-class loop" in caplog.text
     torch.testing.assert_close(ours, naive_class_gradient_norms(model, x, "linf"), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_falls_back_to_loop_when_the_func_path_fails_and_explicit_func_raises(caplog):
+    model = NotFunctionalFriendly()
+    x = torch.randn(3, 12)
+    with caplog.at_level(logging.DEBUG, logger="robustmix.sensitivity"):
+        ours = class_gradient_norms(model, x, method="auto")
+    assert "torch.func Jacobian failed" in caplog.text
+    torch.testing.assert_close(ours, naive_class_gradient_norms(model, x, "linf"), atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError):
+        class_gradient_norms(model, x, method="func")
+
+
+@pytest.mark.parametrize("method", ["auto", "func", "loop", "vmap"])
+def test_norms_carry_a_graph_to_the_parameters_only_when_asked(method):
+    from robustmix.sensitivity import outputs_and_class_gradient_norms
+
+    model = make_mlp(12, 4, seed=1)
+    x = torch.randn(2, 12)
+    plain = outputs_and_class_gradient_norms(model, x, method=method)
+    assert not plain.norms.requires_grad
+    graph = outputs_and_class_gradient_norms(model, x, method=method, create_graph=True)
+    (grad,) = torch.autograd.grad(graph.norms.sum(), model[1].weight)
+    assert grad.abs().sum() > 0
 
 
 def test_dual_norm_definitions():
