@@ -91,9 +91,12 @@ def test_theorem2_linear_1d_closed_form_and_sound():
     margin = out[0] - out[1]
     expected = abs(margin) / sum(abs(wg[k]) * (1 + alpha) / (1 + alpha * R[k]) for k in range(2))
     res = certified_radius(model, x, 0, 1, steps=40)
-    assert res.radius == pytest.approx(expected, rel=1e-6) and res.radius <= expected
     slopes = [(wg[k] + alpha * R[k] * wh[k]) / (1 + alpha * R[k]) for k in range(2)]
-    assert res.radius <= abs(margin) / abs(slopes[0] - slopes[1])  # the true robust radius of a linear margin
+    true_radius = abs(margin) / abs(slopes[0] - slopes[1])  # the true robust radius of a linear margin
+    # at least Theorem 2's radius, at most the truth; R is constant here, so the bounds on the mixture's
+    # margin itself are exact up to rounding and bisection
+    assert expected * (1 - 1e-6) <= res.radius <= true_radius
+    assert res.radius == pytest.approx(true_radius, rel=1e-6)
 
 
 def test_radius_zero_at_tie_and_monotone_in_margin():

@@ -1,7 +1,8 @@
-"""Certificates of the mixture: sound radii from Theorems 1 and 2 (bound propagation over the ball), Lipschitz
-radii for fixed convex mixes, and randomized-smoothing certificates (l_2, with a stated confidence)."""
+"""Certificates of the mixture: sound radii from Theorems 1 and 2 (interval and linear bound propagation over
+the ball, and linear bounds on the mixture's margin), Lipschitz radii for fixed convex mixes, and
+randomized-smoothing certificates (l_2, with a stated confidence)."""
 
-from .bounds import SUPPORTED_LAYERS, BallBounds, CompiledNetwork, activation_ranges, compile_network
+from .bounds import SUPPORTED_LAYERS, BallBounds, BoundMethod, CompiledNetwork, activation_ranges, compile_network
 from .radius import (
     CertifiableMixin,
     CertifyReport,
@@ -33,6 +34,7 @@ __all__ = [
     "LIPSCHITZ_CONSTANT",
     "SUPPORTED_LAYERS",
     "BallBounds",
+    "BoundMethod",
     "CertMethod",
     "CertResult",
     "CertifiableMixin",

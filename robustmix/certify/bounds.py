@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -47,10 +47,13 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
+from .linear import LinearForm, Relaxation, backward, ball_min, relax
 
-__all__ = ["BallBounds", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
+__all__ = ["BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
 
 _F64 = torch.float64
+#: ``"linear"``: intervals intersected with linear bound propagation; ``"interval"``: intervals only.
+BoundMethod = Literal["linear", "interval"]
 _REL, _ABS = 1e-9, 1e-12
 #: Largest dense matrix (entries) an affine run may become; bigger models need the RS certificates.
 MAX_DENSE_ENTRIES = 2**25
@@ -280,6 +283,22 @@ class BallBounds:
     grad_hi: Tensor
     hess: Tensor
     smooth: bool
+    center: Tensor | None = field(default=None, repr=False)
+    stages: list | None = field(default=None, repr=False)
+    relaxations: list[Relaxation] | None = field(default=None, repr=False)
+
+    def logit_form(self, C: Tensor) -> LinearForm:
+        """Linear bounds ``A x' + c`` of ``C z`` on the ball, ``z`` the network's logits and ``C`` ``[K, c]``
+        (CROWN's backward pass through the lines this ball gave every activation)."""
+        if self.stages is None or self.relaxations is None:
+            raise ValueError("these bounds carry no linear relaxation (built without a compiled network)")
+        return backward(C.to(_F64), self.stages, self.relaxations)
+
+    def ball_lower(self, form: LinearForm) -> Tensor:
+        """The smallest value of ``form``'s lower lines over this ball (widened for rounding)."""
+        assert self.center is not None
+        low = ball_min(form.A_lo, form.c_lo, self.center, self.eps, self.norm)
+        return low - _REL * low.abs() - _ABS
 
     def abs_value_max(self) -> Tensor:
         """``K = sup |f_k|``."""
@@ -322,14 +341,26 @@ class CompiledNetwork:
         return a.softmax(-1) if self.softmax else a
 
     def bounds(
-        self, x: Tensor, eps: float, norm: Norm, classes: list[int] | None = None, functionals: Tensor | None = None
+        self,
+        x: Tensor,
+        eps: float,
+        norm: Norm,
+        classes: list[int] | None = None,
+        functionals: Tensor | None = None,
+        method: BoundMethod = "linear",
     ) -> BallBounds:
         """Sound bounds on outputs ``classes`` (default all), their gradients and Hessians over ``B_p(x, eps)``.
+
+        ``method="linear"`` (default) intersects the intervals with linear bound propagation
+        (:mod:`robustmix.certify.linear`: forward linear bounds of every pre-activation, a backward pass
+        for the logits), always at least as tight; ``"interval"`` uses interval and mean-value bounds only.
 
         ``functionals`` ``[K, c]`` (logit outputs only) bounds ``f = C z`` instead, e.g. a row ``e_i - e_j`` for
         the margin of two logits.
         """
         check_choice("norm", norm, ("linf", "l2"))
+        check_choice("method", method, ("linear", "interval"))
+        linear = method == "linear"
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
         x0 = x.reshape(-1).to(_F64)
@@ -343,6 +374,8 @@ class CompiledNetwork:
         Jlo, Jhi = first.W.clone(), first.W.clone()
         z_at_x = zc
         saved = []  # per activation: (layer, d1 interval, d2 interval, J interval of its input)
+        relaxations: list[Relaxation] = []
+        lin = LinearForm.exact(first.W, first.b)  # forward linear bounds of the current layer
         smooth = True
         for st in self.stages[1:]:
             if isinstance(st, _Affine):
@@ -352,13 +385,25 @@ class CompiledNetwork:
                 z_at_x = st.W @ z_at_x + st.b
                 mv = eps * dual_norm(_abs_max(Jlo, Jhi), norm, batch_dims=None)
                 zlo, zhi = torch.maximum(alo, z_at_x - mv), torch.minimum(ahi, z_at_x + mv)
+                if linear:
+                    lin = lin.through_affine(st.W, st.W_abs, st.b)
+                    llo, lhi = lin.concretize(x0, eps, norm)
+                    zlo, zhi = torch.maximum(zlo, llo), torch.minimum(zhi, lhi)
             else:
                 (v0, v1), d1, d2, kink = activation_ranges(st, zlo, zhi)
                 smooth = smooth and not bool(kink.any())
                 saved.append((st, d1, d2, (Jlo, Jhi)))
+                if linear:
+                    relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
+                    lin = lin.through_activation(relaxations[-1])
                 Jlo, Jhi = _imul(d1[0][:, None], d1[1][:, None], Jlo, Jhi)
                 z_at_x = st(z_at_x[None])[0]
                 zlo, zhi = v0, v1
+        # the logits once more, by a backward linear pass from each logit (CROWN): the tightest of the three
+        if linear:
+            eye = torch.eye(zlo.shape[0], dtype=_F64)
+            flo, fhi = backward(eye, self.stages, relaxations).concretize(x0, eps, norm)
+            zlo, zhi = torch.maximum(zlo, flo), torch.minimum(zhi, fhi)
         if functionals is not None and (self.softmax or functionals.shape[-1] != zlo.shape[0]):
             raise ValueError(f"functionals must be [K, {zlo.shape[0]}] and need logit outputs")
         classes = list(range(zlo.shape[0])) if classes is None else list(classes)
@@ -375,6 +420,9 @@ class CompiledNetwork:
             C = functionals.to(_F64)
             vlo, vhi = _matmul_exact(C, zlo[:, None], zhi[:, None])
             vlo, vhi = vlo[:, 0], vhi[:, 0]
+            if linear:
+                clo, chi = backward(C, self.stages, relaxations).concretize(x0, eps, norm)
+                vlo, vhi = torch.maximum(vlo, clo), torch.minimum(vhi, chi)
             ulo = uhi = C
             glo, ghi = _matmul_exact(C, Jlo, Jhi)
         else:
@@ -396,7 +444,9 @@ class CompiledNetwork:
         glo, ghi = torch.maximum(glo, blo.T), torch.minimum(ghi, bhi.T)
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)
-        return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth)
+        if not linear:
+            return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth)
+        return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations)
 
 
 def _imatvec(Jlo: Tensor, Jhi: Tensor, ulo: Tensor, uhi: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,9 @@ follow from the proof (whose last display drops a denominator factor, which only
 
 **Search.** The constants depend on ε, so the radius is the largest ε (found by bisection, ``steps``
 halvings) at which the theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
-:mod:`robustmix.certify.bounds`. Only ε values whose condition was verified are ever returned.
+:mod:`robustmix.certify.bounds`, or (``propagation="linear"``, the default) at which linear bounds on the
+mixture's margin itself stay positive with h's weight anywhere in the range the bounds on R allow
+(``_margin_check``). Only ε values whose condition was verified are ever returned.
 
 **Empirical mode** (``method="empirical"``): constants estimated by sampling the ball, for models the bound
 propagation cannot handle. Results carry ``certified=False`` and a warning in their repr: they are *not*
@@ -43,6 +45,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -53,7 +56,7 @@ from torch import Tensor, nn
 from .._utils.checks import check_choice
 from .._utils.norms import dual_norm, primal_norm
 from ..knn import KNNClassifier
-from .bounds import compile_network
+from .bounds import BallBounds, BoundMethod, CompiledNetwork, _up, compile_network
 from .randomized import RandomizedSmoothing
 from .theorems import (
     Theorem1Constants,
@@ -136,17 +139,28 @@ class _Stats:
     m: Tensor  # inf ||∇f_k||
     M: Tensor  # sup ||∇f_k||
     L: Tensor  # Lipschitz of ∇f_k
+    bounds: BallBounds | None = None  # the sound bounds they came from (None for sampled estimates)
 
 
 class _Model:
     """One of g, h seen as f = logits or probabilities, with its value/gradient at x and ball statistics."""
 
-    def __init__(self, module: nn.Module, x: Tensor, norm: str, prob: bool, method: CertMethod, n_samples: int, seed: int):
-        self.norm, self.prob, self.method = norm, prob, method
+    def __init__(
+        self,
+        module: nn.Module,
+        x: Tensor,
+        norm: str,
+        prob: bool,
+        method: CertMethod,
+        n_samples: int,
+        seed: int,
+        propagation: BoundMethod = "linear",
+    ):
+        self.norm, self.prob, self.method, self.propagation = norm, prob, method, propagation
         self.x = x.detach().to(_F64)
         self.n_samples, self.seed = n_samples, seed
         if method == "bounds":
-            self.net = compile_network(module, tuple(x.shape[1:]), "prob" if prob else "logit")
+            self.net = _compiled(module, tuple(x.shape[1:]), "prob" if prob else "logit")
             self.fn = self.net
         else:
             self.net = None
@@ -168,10 +182,17 @@ class _Model:
 
     def stats(self, eps: float) -> _Stats | None:
         if self.net is not None:
-            b = self.net.bounds(self.x, eps, self.norm)  # type: ignore[arg-type]
+            b = self.net.bounds(self.x, eps, self.norm, method=self.propagation)  # type: ignore[arg-type]
             if not b.smooth:
                 return None
-            return _Stats(b.abs_value_max(), b.grad_norm_min(), b.grad_norm_max(), b.grad_lipschitz())
+            lip = b.grad_lipschitz()
+            m, M = b.grad_norm_min(), b.grad_norm_max()
+            if self.propagation == "linear":
+                # ∇f moves by at most Λ·ε from its value at x (Λ: the gradient's Lipschitz bound on the ball)
+                reach = _up(lip * eps)
+                m = torch.maximum(m, (self.grad_norm_x - reach) * (1 - 1e-9)).clamp(min=0)
+                M = torch.minimum(M, _up(self.grad_norm_x + reach))
+            return _Stats(b.abs_value_max(), m, M, lip, b)
         pts = _sample_ball(self.x, eps, self.norm, self.n_samples, self.seed)
         vals, grads = self._values_grads(pts)
         norms = dual_norm(grads, self.norm, batch_dims=None)
@@ -188,11 +209,34 @@ class _Model:
                 return None if st is None else float(st.M[i] + st.M[j])
             C = torch.zeros(1, self.value_x.shape[0], dtype=_F64)
             C[0, i], C[0, j] = 1.0, -1.0
-            b = self.net.bounds(self.x, eps, self.norm, functionals=C)  # type: ignore[arg-type]
+            b = self.net.bounds(self.x, eps, self.norm, functionals=C, method=self.propagation)  # type: ignore[arg-type]
             return float(b.grad_norm_max()[0]) if b.smooth else None
         pts = _sample_ball(self.x, eps, self.norm, self.n_samples, self.seed)
         _, grads = self._values_grads(pts)
         return float(dual_norm(grads[:, i] - grads[:, j], self.norm, batch_dims=None).max())
+
+
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Tensor], CompiledNetwork]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled(module: nn.Module, shape: tuple[int, ...], output: str) -> CompiledNetwork:
+    """``compile_network`` once per module, input shape and output while its weights are unchanged.
+
+    Each hit compares a saved copy of every parameter and buffer with the module's current values
+    (``torch.equal``), so weights changed in any way (an optimiser step, ``load_state_dict``, ``.data``)
+    are always compiled afresh.
+    """
+    key = (shape, output, tuple(m.training for m in module.modules()))
+    state = [t.detach() for t in (*module.parameters(), *module.buffers())]
+    cached = _COMPILED.get(module)
+    if cached is not None and cached[0] == key and len(cached[1]) == len(state):
+        if all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(cached[1], state, strict=True)):
+            return cached[2]
+    net = compile_network(module, shape, output)  # type: ignore[arg-type]
+    _COMPILED[module] = (key, [t.clone() for t in state], net)
+    return net
 
 
 def _sample_ball(x: Tensor, eps: float, norm: str, n: int, seed: int) -> Tensor:
@@ -238,6 +282,7 @@ def certified_radius(
     steps: int = 12,
     n_samples: int = 256,
     seed: int = 0,
+    propagation: BoundMethod = "linear",
 ) -> CertResult:
     """The radius within which class ``i`` stays strictly above class ``j`` (above every other class when
     ``j`` is None), on ``B_p(x, ε)`` with p = ``model.norm``, as proved by Theorem 1 or 2 (or a Lipschitz
@@ -249,11 +294,16 @@ def certified_radius(
         i, j: classes; ``j`` may be a list, or ``None`` for all other classes (the argmax certificate).
         method: ``"bounds"`` (sound, default) or ``"empirical"`` (sampled constants, ``certified=False``).
         steps: bisection halvings on ε; n_samples, seed: sampling of the empirical mode.
+        propagation: ``"linear"`` (default): the theorems' constants from interval and linear bound
+            propagation, and an ε is also accepted when linear bounds on the mixture's margin itself stay
+            positive over the ball (see ``_margin_check``); ``"interval"``: interval bounds and the
+            theorems' conditions only (looser, the previous behaviour).
 
     The result's ``margin`` is positive exactly when i leads at x, and ``leader`` names the class that leads
     among i and its rivals (see :class:`CertResult`).
     """
     check_choice("method", method, ("bounds", "empirical"))
+    check_choice("propagation", propagation, ("linear", "interval"))
     if not isinstance(model, CertifiableMixin):
         raise ValueError(f"model must be an AdaptiveSmoothing mixture, got {type(model).__name__}")
     if not isinstance(x, Tensor) or not x.is_floating_point() or not torch.isfinite(x).all():
@@ -282,10 +332,10 @@ def certified_radius(
     knn = not model.h_differentiable
     if knn and not isinstance(model.h, KNNClassifier):
         raise ValueError("a non-differentiable h is only certified when it is a KNNClassifier (Theorem 1)")
-    g = _Model(_scaled(model.g, model.logit_scales[0]), x, model.norm, prob, method, n_samples, seed)
+    g = _Model(_scaled(model.g, model.logit_scales[0]), x, model.norm, prob, method, n_samples, seed, propagation)
     if knn:
         return _certify_knn(model, g, x, i, others, alpha, prob, method, steps)
-    h = _Model(_scaled(model.h, model.logit_scales[1]), x, model.norm, prob, method, n_samples, seed + 1)
+    h = _Model(_scaled(model.h, model.logit_scales[1]), x, model.norm, prob, method, n_samples, seed + 1, propagation)
     if model.mode == "none" or alpha == 0 or math.isinf(alpha):
         # fixed convex mix with weight α/(1+α) on h (mode none), or g alone (α = 0) / h alone (α = ∞)
         w = 1.0 if math.isinf(alpha) else (alpha / (1 + alpha) if model.mode == "none" else 0.0)
@@ -436,16 +486,88 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
                 float(sg.K[k]), float(sg.m[k]), float(sg.M[k]), float(sg.L[k]),
                 float(sh.K[k]), float(sh.m[k]), float(sh.M[k]), float(sh.L[k]), float(R[k]),
             )
-        for j in others:
-            if eps > theorem2_radius(consts[f"C_{i}"], consts[f"C_{j}"], alpha, margins[j], eps_c):
-                return None
-        return {f"{name}[{k}]": getattr(cst, name) for k in (i, *others) for cst in [consts[f"C_{k}"]]
-                for name in ("K_g", "m_g", "M_g", "L_g", "K_h", "m_h", "M_h", "L_h", "R_x")}
+        if all(eps <= theorem2_radius(consts[f"C_{i}"], consts[f"C_{j}"], alpha, margins[j], eps_c) for j in others):
+            return {f"{name}[{k}]": getattr(cst, name) for k in (i, *others) for cst in [consts[f"C_{k}"]]
+                    for name in ("K_g", "m_g", "M_g", "L_g", "K_h", "m_h", "M_h", "L_h", "R_x")}
+        w_lo = _weight_on_h(alpha, sg.m / (sh.M + eps_c))
+        w_hi = _weight_on_h(alpha, sg.M / (sh.m + eps_c))
+        return _margin_check(sg, sh, None, i, others, w_lo, w_hi, prob=model.space == "prob")
 
     s0g, s0h = g.stats(0.0), h.stats(0.0)
     hi = _upper_from(lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others)
-    r, consts = _search(check, hi, steps)
+    r, consts = _search(check, _search_end(model, g.x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "theorem2")
+
+
+def _weight_on_h(alpha: float, R: Tensor) -> Tensor:
+    """``w = αR / (1 + αR)``, the weight eq. 5 puts on h, increasing in R (``R = inf`` gives 1)."""
+    return torch.where(torch.isinf(R), torch.ones_like(R), alpha * R / (1 + alpha * R))
+
+
+def _margin_check(
+    sg: _Stats, sh: _Stats | None, h_values: Tensor | None, i: int, others, w_lo: Tensor, w_hi: Tensor, prob: bool
+) -> dict[str, float] | None:
+    """Certify ``out_i > out_j`` on the ball from bounds on the mixture itself, with h's weight ``w_k`` known
+    only to lie in ``[w_lo_k, w_hi_k]`` (from the bounds on R); ``h_values``: h's outputs when h is constant
+    on the ball (the K-NN oracle), else h's bounds ``sh``.
+
+    At each point of the ball ``out_i - out_j = Σ_k ±((1 - w_k) g_k + w_k h_k)`` is affine in ``(w_i, w_j)``,
+    so its minimum over the box of weights is at one of the four corners. Each corner's margin is bounded
+    below by linear bound propagation through g and h together (logits: one backward pass per network
+    for all corners, the two linear forms added before minimising over the ball) or, for probabilities,
+    by their intervals. Returns the lower bounds when all are positive, else None.
+    """
+    if sg.bounds is None or (sh is not None and sh.bounds is None):
+        return None  # sampled estimates: not a bound
+    if sg.bounds.relaxations is None:
+        return None  # propagation="interval": the theorems' conditions only
+    c = sg.M.shape[0]
+    eye = torch.eye(c, dtype=_F64)
+    rows_g, rows_h = [], []
+    for j in others:
+        for wi in (float(w_lo[i]), float(w_hi[i])):
+            for wj in (float(w_lo[j]), float(w_hi[j])):
+                rows_g.append((1 - wi) * eye[i] - (1 - wj) * eye[j])
+                rows_h.append(wi * eye[i] - wj * eye[j])
+    Cg, Ch = torch.stack(rows_g), torch.stack(rows_h)
+    if h_values is not None:
+        const = Ch @ h_values.to(_F64)
+    if prob:
+        gb = sg.bounds
+        low = Cg.clamp(min=0) @ gb.value_lo + Cg.clamp(max=0) @ gb.value_hi
+        if sh is not None:
+            hb = sh.bounds
+            low = low + Ch.clamp(min=0) @ hb.value_lo + Ch.clamp(max=0) @ hb.value_hi
+    else:
+        form = sg.bounds.logit_form(Cg)
+        if sh is not None:
+            form = form + sh.bounds.logit_form(Ch)
+        low = sg.bounds.ball_lower(form)
+    if h_values is not None:
+        low = low + const
+    per_rival = low.reshape(len(others), 4).min(1).values
+    if not bool((per_rival > 0).all()):
+        return None
+    return {"via_linear_bounds": 1.0, **{f"margin_lower[{j}]": float(v) for j, v in zip(others, per_rival, strict=True)}}
+
+
+def _search_end(model: CertifiableMixin, x: Tensor, i: int, others, theorem_end: float) -> float:
+    """The upper end of the bisection: the theorem's radius with constants at x (it cannot certify more) or
+    twice the first-order distance to the nearest decision boundary (what the margin bounds can reach),
+    whichever is larger. Only a search range: every returned ε is verified."""
+    dtype = next((p.dtype for p in model.g.parameters()), x.dtype)
+    xg = x.to(dtype).clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(xg)[0]
+        dists = []
+        for j in others:
+            (grad,) = torch.autograd.grad(out[i] - out[j], xg, retain_graph=True)
+            gn = float(dual_norm(grad.reshape(1, -1), model.norm, batch_dims=None)[0])
+            margin = float((out[i] - out[j]).detach())
+            dists.append(margin / gn if gn > 0 else math.inf)
+    first_order = 2 * min(dists)
+    ends = [e for e in (theorem_end, first_order) if math.isfinite(e) and e > 0]
+    return max(ends) if ends else theorem_end
 
 
 def _t2(sg: _Stats | None, sh: _Stats | None, R: Tensor, k: int) -> Theorem2Constants:
@@ -483,15 +605,15 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
         st = g.stats(eps)
         if st is None:
             return None
-        for j in others:
-            if eps > theorem1_radius(consts_at(st, i), consts_at(st, j), alpha, margins[j], h_bound):
-                return None
-        return {f"{n}[{k}]": getattr(consts_at(st, k), n) for k in (i, *others) for n in ("M", "L")}
+        if all(eps <= theorem1_radius(consts_at(st, i), consts_at(st, j), alpha, margins[j], h_bound) for j in others):
+            return {f"{n}[{k}]": getattr(consts_at(st, k), n) for k in (i, *others) for n in ("M", "L")}
+        # h is constant on the ball (checked above): its values are known, R_k = ||∇g_k|| lies in [m, M]
+        return _margin_check(st, None, hv, i, others, _weight_on_h(alpha, st.m), _weight_on_h(alpha, st.M), prob)
 
     s0 = g.stats(0.0)
     assert s0 is not None
     hi = _upper_from(lambda j: theorem1_radius(consts_at(s0, i), consts_at(s0, j), alpha, margins[j], h_bound), others)
-    r, consts = _search(check, hi, steps)
+    r, consts = _search(check, _search_end(model, x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "theorem1")
 
 
@@ -518,15 +640,22 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
         for j in others:
             L = lip(eps, j)
             if L is None or eps * L > abs(margins[j]):
-                return None
+                return margin_check(eps)
             consts[f"lip[{j}]"] = L
         return consts
+
+    def margin_check(eps: float):
+        sg, sh = g.stats(eps), (h.stats(eps) if w > 0 else None)
+        if sg is None or (w > 0 and sh is None):
+            return None
+        weight = torch.full((len(g.value_x),), w, dtype=_F64)
+        return _margin_check(sg, sh, None, i, others, weight, weight, prob=model.space == "prob")
 
     l0 = [lip(0.0, j) for j in others]
     hi = min((abs(margins[j]) / L if L else math.inf) for j, L in zip(others, l0, strict=True) if L is not None)
     if math.isinf(hi):
         hi = 1e6
-    r, consts = _search(check, hi, steps)
+    r, consts = _search(check, _search_end(model, g.x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "lipschitz")
 
 
