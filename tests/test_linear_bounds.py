@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from robustmix import AdaptiveSmoothing
-from robustmix.certify import certified_radius
+from robustmix.certify import certified_radii, certified_radius
 from robustmix.certify.bounds import activation_ranges, compile_network
 from robustmix.certify.linear import relax
 from tests.test_bounds import sample_ball
@@ -123,3 +123,33 @@ def test_interval_propagation_is_the_previous_certificate_and_never_larger():
         assert new.radius >= old.radius * (1 - 1e-3)  # bisection grids differ slightly
     with pytest.raises(ValueError, match="propagation"):
         certified_radius(model, x, i, propagation="crown")
+
+
+@pytest.mark.parametrize("prob", [False, True])
+def test_batch_bounds_equal_one_example_at_a_time(prob):
+    torch.manual_seed(3)
+    net, shape = _net("conv", nn.GELU)
+    compiled = compile_network(net, shape, "prob" if prob else "logit")
+    xs = torch.randn(5, *shape, dtype=F64)
+    radii = torch.tensor([0.0, 0.01, 0.05, 0.1, 0.3], dtype=F64)
+    batch = compiled.batch_bounds(xs, radii, "l2")
+    for k in range(5):
+        one, from_batch = compiled.bounds(xs[k], float(radii[k]), "l2"), batch.example(k)
+        for name in ("value_lo", "value_hi", "grad_lo", "grad_hi", "hess"):
+            torch.testing.assert_close(getattr(from_batch, name), getattr(one, name), rtol=1e-12, atol=1e-14)
+        assert from_batch.smooth == one.smooth
+
+
+def test_certified_radii_in_lockstep_equal_certifying_each_example_alone():
+    torch.manual_seed(4)
+    g = nn.Sequential(nn.Linear(3, 8), nn.Softplus(), nn.Linear(8, 3)).to(F64).eval()
+    h = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).to(F64).eval()
+    xs = torch.randn(6, 3, dtype=F64)
+    for mode, alpha in (("jacobian", 2.0), ("none", 1.0)):
+        model = AdaptiveSmoothing(g, h, alpha=alpha, mode=mode)
+        labels = model(xs).argmax(1)
+        labels[0] = (labels[0] + 1) % 3  # one example whose class does not lead: radius 0
+        together = certified_radii(model, xs, labels)
+        alone = [certified_radius(model, xs[k : k + 1], int(labels[k])) for k in range(6)]
+        assert [r.radius for r in together] == [r.radius for r in alone]
+        assert together[0].radius == 0 and not together[0].certified

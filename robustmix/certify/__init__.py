@@ -2,7 +2,14 @@
 the ball, and linear bounds on the mixture's margin), Lipschitz radii for fixed convex mixes, and
 randomized-smoothing certificates (l_2, with a stated confidence)."""
 
-from .bounds import SUPPORTED_LAYERS, BallBounds, BoundMethod, CompiledNetwork, activation_ranges, compile_network
+from .bounds import (
+    SUPPORTED_LAYERS,
+    BallBounds,
+    BoundMethod,
+    CompiledNetwork,
+    activation_ranges,
+    compile_network,
+)
 from .radius import (
     CertifiableMixin,
     CertifyReport,

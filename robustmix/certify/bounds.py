@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
-from .linear import LinearForm, Relaxation, backward, ball_min, relax
+from .linear import LinearForm, Relaxation, apply, backward, ball_min, relax
 
 __all__ = ["BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
 
@@ -237,9 +238,10 @@ def _imul(alo: Tensor, ahi: Tensor, blo: Tensor, bhi: Tensor) -> tuple[Tensor, T
 
 
 def _matmul_exact(W: Tensor, lo: Tensor, hi: Tensor, W_abs: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``W @ X`` for an exact matrix W and an interval matrix X (center-radius form)."""
+    """``W`` (dense or sparse) applied to each example of an interval batch ``X`` ``[B, n]`` or ``[B, n, k]``
+    (center-radius form)."""
     c, r = (lo + hi) / 2, (hi - lo) / 2
-    cc, rr = W @ c, (W.abs() if W_abs is None else W_abs) @ r
+    cc, rr = apply(W, c), apply(W.abs() if W_abs is None else W_abs, r)
     return cc - rr, cc + rr
 
 
@@ -262,8 +264,23 @@ class _Affine:
     b: Tensor
 
     def __post_init__(self) -> None:
-        self.W_abs = self.W.abs()
-        self.WT, self.WT_abs = self.W.T.contiguous(), self.W_abs.T.contiguous()
+        # the four operators the propagation multiplies by; sparse (CSR) where the matrix mostly holds zeros,
+        # as a convolution's does: several times faster than dense products on CPU, the same values
+        W_abs = self.W.abs()
+        self.op, self.op_abs = _operator(self.W), _operator(W_abs)
+        self.opT, self.opT_abs = _operator(self.W.T.contiguous()), _operator(W_abs.T.contiguous())
+
+
+#: Matrices with more entries than this, and at most this fraction of them nonzero, are stored sparse.
+_SPARSE_MIN_ENTRIES, _SPARSE_MAX_DENSITY = 2**16, 0.25
+
+
+def _operator(M: Tensor) -> Tensor:
+    if M.numel() < _SPARSE_MIN_ENTRIES or float((M != 0).float().mean()) > _SPARSE_MAX_DENSITY:
+        return M
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return M.to_sparse_csr()
 
 
 @dataclass
@@ -273,31 +290,45 @@ class BallBounds:
     ``value``: intervals of ``f_k``; ``grad``: elementwise intervals of ``∇f_k`` ``[K, d]``;
     ``hess``: nonnegative ``H̄_k`` ``[K, d, d]`` with ``|∇²f_k| ≤ H̄_k`` everywhere on the ball;
     ``smooth``: False when a ReLU/ELU kink lies inside the ball (gradient bounds then mean nothing).
+    From :meth:`CompiledNetwork.batch_bounds` every field has a leading batch dim (``eps`` and ``smooth``
+    are then tensors ``[B]``); :meth:`example` gives one example's bounds.
     """
 
     norm: Norm
-    eps: float
+    eps: float | Tensor
     value_lo: Tensor
     value_hi: Tensor
     grad_lo: Tensor
     grad_hi: Tensor
     hess: Tensor
-    smooth: bool
+    smooth: bool | Tensor
     center: Tensor | None = field(default=None, repr=False)
     stages: list | None = field(default=None, repr=False)
     relaxations: list[Relaxation] | None = field(default=None, repr=False)
 
+    def example(self, k: int) -> BallBounds:
+        """Example ``k`` of batched bounds; its linear relaxation keeps a batch of one."""
+        assert isinstance(self.eps, Tensor) and isinstance(self.smooth, Tensor)
+        relaxations = None
+        if self.relaxations is not None:
+            relaxations = [Relaxation(*(t[k : k + 1] for t in (r.s_lo, r.b_lo, r.s_hi, r.b_hi))) for r in self.relaxations]
+        return BallBounds(
+            self.norm, float(self.eps[k]), self.value_lo[k], self.value_hi[k], self.grad_lo[k], self.grad_hi[k],
+            self.hess[k], bool(self.smooth[k]), None if self.center is None else self.center[k : k + 1],
+            self.stages, relaxations,
+        )
+
     def logit_form(self, C: Tensor) -> LinearForm:
-        """Linear bounds ``A x' + c`` of ``C z`` on the ball, ``z`` the network's logits and ``C`` ``[K, c]``
-        (CROWN's backward pass through the lines this ball gave every activation)."""
+        """Linear bounds ``A x' + c`` of ``C z`` on one example's ball, ``z`` the network's logits and ``C``
+        ``[K, c]`` (CROWN's backward pass through the lines this ball gave every activation)."""
         if self.stages is None or self.relaxations is None:
-            raise ValueError("these bounds carry no linear relaxation (built without a compiled network)")
-        return backward(C.to(_F64), self.stages, self.relaxations)
+            raise ValueError("these bounds carry no linear relaxation (propagation='interval')")
+        return backward(C.to(_F64)[None], self.stages, self.relaxations).example(0)
 
     def ball_lower(self, form: LinearForm) -> Tensor:
-        """The smallest value of ``form``'s lower lines over this ball (widened for rounding)."""
+        """The smallest value of one example's ``form`` lower lines over its ball (widened for rounding)."""
         assert self.center is not None
-        low = ball_min(form.A_lo, form.c_lo, self.center, self.eps, self.norm)
+        low = ball_min(form.A_lo, form.c_lo, self.center[0], float(self.eps), self.norm)
         return low - _REL * low.abs() - _ABS
 
     def abs_value_max(self) -> Tensor:
@@ -358,125 +389,152 @@ class CompiledNetwork:
         ``functionals`` ``[K, c]`` (logit outputs only) bounds ``f = C z`` instead, e.g. a row ``e_i - e_j`` for
         the margin of two logits.
         """
-        check_choice("norm", norm, ("linf", "l2"))
-        check_choice("method", method, ("linear", "interval"))
-        linear = method == "linear"
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
         x0 = x.reshape(-1).to(_F64)
         if x0.numel() != self.d:
             raise ValueError(f"x has {x0.numel()} entries but the network expects shape {self.in_shape}")
+        eps_t = torch.tensor([float(eps)], dtype=_F64)
+        return self.batch_bounds(x0[None], eps_t, norm, classes, functionals, method).example(0)
+
+    def batch_bounds(
+        self,
+        xs: Tensor,
+        eps: Tensor,
+        norm: Norm,
+        classes: list[int] | None = None,
+        functionals: Tensor | None = None,
+        method: BoundMethod = "linear",
+    ) -> BallBounds:
+        """:meth:`bounds` for a batch ``xs`` ``[B, ...]``, each example with its own radius ``eps`` ``[B]``, in
+        one pass (every tensor of the result gains a leading batch dim; :meth:`BallBounds.example` picks one)."""
+        check_choice("norm", norm, ("linf", "l2"))
+        check_choice("method", method, ("linear", "interval"))
+        linear = method == "linear"
+        x0 = xs.reshape(xs.shape[0], -1).to(_F64)
+        eps = torch.as_tensor(eps, dtype=_F64).reshape(-1)
+        if x0.shape[1] != self.d or eps.shape[0] != x0.shape[0]:
+            raise ValueError(
+                f"xs must be [B, {self.in_shape}] with one radius per example; got {tuple(xs.shape)} and {eps.shape[0]} radii"
+            )
+        if not bool((torch.isfinite(eps) & (eps >= 0)).all()):
+            raise ValueError(f"eps must be finite and >= 0, got {eps.tolist()}")
+        e = eps[:, None]
+        n_batch = x0.shape[0]
         first = self.stages[0]
         assert isinstance(first, _Affine)
-        zc = first.W @ x0 + first.b
-        rad = eps * dual_norm(first.W, norm, batch_dims=None)
-        zlo, zhi = zc - rad, zc + rad
-        Jlo, Jhi = first.W.clone(), first.W.clone()
+        zc = x0 @ first.W.T + first.b
+        zlo, zhi = zc - e * dual_norm(first.W, norm, batch_dims=None), zc + e * dual_norm(first.W, norm, batch_dims=None)
+        Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
-        saved = []  # per activation: (layer, d1 interval, d2 interval, J interval of its input)
+        saved = []  # per activation: (d1 interval, d2 interval, J interval of its input)
         relaxations: list[Relaxation] = []
-        lin = LinearForm.exact(first.W, first.b)  # forward linear bounds of the current layer
-        smooth = True
+        lin = LinearForm.exact(Jlo, first.b.expand(n_batch, -1))  # forward linear bounds of the current layer
+        smooth = torch.ones(n_batch, dtype=torch.bool)
         for st in self.stages[1:]:
             if isinstance(st, _Affine):
-                alo, ahi = _matmul_exact(st.W, zlo, zhi, st.W_abs)
+                alo, ahi = _matmul_exact(st.op, zlo, zhi, st.op_abs)
                 alo, ahi = alo + st.b, ahi + st.b
-                Jlo, Jhi = _matmul_exact(st.W, Jlo, Jhi, st.W_abs)
-                z_at_x = st.W @ z_at_x + st.b
-                mv = eps * dual_norm(_abs_max(Jlo, Jhi), norm, batch_dims=None)
+                Jlo, Jhi = _matmul_exact(st.op, Jlo, Jhi, st.op_abs)
+                z_at_x = apply(st.op, z_at_x) + st.b
+                mv = e * dual_norm(_abs_max(Jlo, Jhi), norm, batch_dims=None)
                 zlo, zhi = torch.maximum(alo, z_at_x - mv), torch.minimum(ahi, z_at_x + mv)
                 if linear:
-                    lin = lin.through_affine(st.W, st.W_abs, st.b)
-                    llo, lhi = lin.concretize(x0, eps, norm)
+                    lin = lin.through_affine(st.op, st.op_abs, st.b)
+                    llo, lhi = lin.concretize(x0, e, norm)
                     zlo, zhi = torch.maximum(zlo, llo), torch.minimum(zhi, lhi)
             else:
                 (v0, v1), d1, d2, kink = activation_ranges(st, zlo, zhi)
-                smooth = smooth and not bool(kink.any())
-                saved.append((st, d1, d2, (Jlo, Jhi)))
+                smooth = smooth & ~kink.any(-1)
+                saved.append((d1, d2, (Jlo, Jhi)))
                 if linear:
                     relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
                     lin = lin.through_activation(relaxations[-1])
-                Jlo, Jhi = _imul(d1[0][:, None], d1[1][:, None], Jlo, Jhi)
-                z_at_x = st(z_at_x[None])[0]
+                Jlo, Jhi = _imul(d1[0][..., None], d1[1][..., None], Jlo, Jhi)
+                z_at_x = st(z_at_x)
                 zlo, zhi = v0, v1
+        c = zlo.shape[1]
         # the logits once more, by a backward linear pass from each logit (CROWN): the tightest of the three
         if linear:
-            eye = torch.eye(zlo.shape[0], dtype=_F64)
-            flo, fhi = backward(eye, self.stages, relaxations).concretize(x0, eps, norm)
+            eye = torch.eye(c, dtype=_F64).expand(n_batch, c, c)
+            flo, fhi = backward(eye, self.stages, relaxations).concretize(x0, e, norm)
             zlo, zhi = torch.maximum(zlo, flo), torch.minimum(zhi, fhi)
-        if functionals is not None and (self.softmax or functionals.shape[-1] != zlo.shape[0]):
-            raise ValueError(f"functionals must be [K, {zlo.shape[0]}] and need logit outputs")
-        classes = list(range(zlo.shape[0])) if classes is None else list(classes)
-        c = zlo.shape[0]
+        if functionals is not None and (self.softmax or functionals.shape[-1] != c):
+            raise ValueError(f"functionals must be [K, {c}] and need logit outputs")
+        classes = list(range(c)) if classes is None else list(classes)
         K = len(classes) if functionals is None else functionals.shape[0]
         idx = torch.tensor(classes)
-        hess = torch.zeros(K, self.d, self.d, dtype=_F64)
+        hess = torch.zeros(n_batch, K, self.d, self.d, dtype=_F64)
         if self.softmax:
             vlo, vhi, ulo, uhi, B = _softmax_terms(zlo, zhi, idx)
             Ja = _abs_max(Jlo, Jhi)
-            hess += Ja.T[None] @ B @ Ja[None]
+            hess += Ja.transpose(-1, -2)[:, None] @ B @ Ja[:, None]
             glo, ghi = _imatvec(Jlo, Jhi, ulo, uhi)
         elif functionals is not None:
             C = functionals.to(_F64)
-            vlo, vhi = _matmul_exact(C, zlo[:, None], zhi[:, None])
-            vlo, vhi = vlo[:, 0], vhi[:, 0]
+            vlo, vhi = _matmul_exact(C, zlo, zhi)
             if linear:
-                clo, chi = backward(C, self.stages, relaxations).concretize(x0, eps, norm)
+                clo, chi = backward(C.expand(n_batch, *C.shape), self.stages, relaxations).concretize(x0, e, norm)
                 vlo, vhi = torch.maximum(vlo, clo), torch.minimum(vhi, chi)
-            ulo = uhi = C
+            ulo = uhi = C.expand(n_batch, *C.shape)
             glo, ghi = _matmul_exact(C, Jlo, Jhi)
         else:
-            vlo, vhi = zlo[idx], zhi[idx]
-            ulo = uhi = torch.eye(c, dtype=_F64)[idx]
-            glo, ghi = Jlo[idx], Jhi[idx]
+            vlo, vhi = zlo[:, idx], zhi[:, idx]
+            ulo = uhi = torch.eye(c, dtype=_F64)[idx].expand(n_batch, K, c)
+            glo, ghi = Jlo[:, idx], Jhi[:, idx]
         # backward pass: u = ∂f_k/∂(current activations), for K outputs at once
         for st in reversed(self.stages[1:]):
             if isinstance(st, _Affine):
-                ulo, uhi = _matmul_exact(st.WT, ulo.T, uhi.T, st.WT_abs)
-                ulo, uhi = ulo.T, uhi.T
+                ulo, uhi = _matmul_exact(st.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), st.opT_abs)
+                ulo, uhi = ulo.transpose(1, 2), uhi.transpose(1, 2)
             else:
-                layer, d1, d2, (Jl, Jh) = saved.pop()
-                slo, shi = _imul(d2[0][None], d2[1][None], ulo, uhi)
+                d1, d2, (Jl, Jh) = saved.pop()
+                slo, shi = _imul(d2[0][:, None], d2[1][:, None], ulo, uhi)
                 Ja = _abs_max(Jl, Jh)
-                hess += (Ja.T[None] * _abs_max(slo, shi)[:, None, :]) @ Ja[None]
-                ulo, uhi = _imul(d1[0][None], d1[1][None], ulo, uhi)
-        blo, bhi = _matmul_exact(first.WT, ulo.T, uhi.T, first.WT_abs)
-        glo, ghi = torch.maximum(glo, blo.T), torch.minimum(ghi, bhi.T)
+                hess += (Ja.transpose(-1, -2)[:, None] * _abs_max(slo, shi)[:, :, None, :]) @ Ja[:, None]
+                ulo, uhi = _imul(d1[0][:, None], d1[1][:, None], ulo, uhi)
+        blo, bhi = _matmul_exact(first.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), first.opT_abs)
+        glo, ghi = torch.maximum(glo, blo.transpose(1, 2)), torch.minimum(ghi, bhi.transpose(1, 2))
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)
         if not linear:
-            return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth)
-        return BallBounds(norm, float(eps), vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations)
+            return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth)
+        return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations)
 
 
 def _imatvec(Jlo: Tensor, Jhi: Tensor, ulo: Tensor, uhi: Tensor) -> tuple[Tensor, Tensor]:
-    """Intervals of ``u_k^T J`` for interval ``J`` ``[c, d]`` and interval rows ``u`` ``[K, c]``."""
-    p = torch.stack([
-        ulo[:, :, None] * Jlo[None], ulo[:, :, None] * Jhi[None], uhi[:, :, None] * Jlo[None], uhi[:, :, None] * Jhi[None]
-    ])
-    return p.min(0).values.sum(1), p.max(0).values.sum(1)
+    """Intervals of ``u_k^T J`` for interval ``J`` ``[B, c, d]`` and interval rows ``u`` ``[B, K, c]``."""
+    a, b = Jlo[:, None], Jhi[:, None]
+    p, q = ulo[..., None], uhi[..., None]
+    prods = torch.stack([p * a, p * b, q * a, q * b])
+    return prods.min(0).values.sum(-2), prods.max(0).values.sum(-2)
 
 
 def _softmax_terms(zlo: Tensor, zhi: Tensor, idx: Tensor) -> tuple[Tensor, ...]:
-    """Softmax over logit intervals: intervals of p_k, of ∂p_k/∂z ``[K, c]``, and ``B_k ≥ |∇²_z p_k|`` ``[K, c, c]``.
+    """Softmax over logit intervals ``[B, c]``: intervals of p_k, of ∂p_k/∂z ``[B, K, c]``, and
+    ``B_k ≥ |∇²_z p_k|`` ``[B, K, c, c]``.
 
     ``p_k`` increases in ``z_k`` and decreases in ``z_j``, so its extremes are at opposite corners.
     ``∂p_k/∂z = p_k (e_k - p)`` and ``∇²_z p_k = p_k [(e_k - p)(e_k - p)^T - diag(p) + p p^T]``.
     """
-    c = zlo.shape[0]
+    c = zlo.shape[-1]
     eye = torch.eye(c, dtype=_F64)
-    lo_mat = torch.where(eye.bool(), zlo[None], zhi[None])  # row k: z_k low, others high
-    hi_mat = torch.where(eye.bool(), zhi[None], zlo[None])
-    plo, phi = lo_mat.softmax(-1).diagonal(), hi_mat.softmax(-1).diagonal()
+    diag = eye.bool()
+    lo_mat = torch.where(diag, zlo[:, None, :], zhi[:, None, :])  # row k: z_k low, others high
+    hi_mat = torch.where(diag, zhi[:, None, :], zlo[:, None, :])
+    plo = lo_mat.softmax(-1).diagonal(dim1=-2, dim2=-1)
+    phi = hi_mat.softmax(-1).diagonal(dim1=-2, dim2=-1)
     # ∂p_k/∂z_j: k == j: p_k(1 - p_k) (range of t(1-t) on [plo, phi]); k != j: -p_k p_j
-    t = torch.stack([plo * (1 - plo), phi * (1 - phi), torch.clamp(torch.full_like(plo, 0.5), plo, phi) * 0.5])
+    mid = torch.clamp(torch.full_like(plo, 0.5), plo, phi)
+    t = torch.stack([plo * (1 - plo), phi * (1 - phi), mid * (1 - mid)])
     diag_lo, diag_hi = t.min(0).values, t.max(0).values
-    off_lo, off_hi = -phi[:, None] * phi[None, :], -plo[:, None] * plo[None, :]
-    ulo = torch.where(eye.bool(), diag_lo[:, None].expand(c, c), off_lo)
-    uhi = torch.where(eye.bool(), diag_hi[:, None].expand(c, c), off_hi)
-    dev = torch.maximum((eye - plo[None]).abs(), (eye - phi[None]).abs())  # |δ_ka - p_a| max, [k, a]
-    B = phi[:, None, None] * (dev[:, :, None] * dev[:, None, :] + torch.diag(phi)[None] + (phi[:, None] * phi[None, :])[None])
-    return plo[idx], phi[idx], ulo[idx], uhi[idx], B[idx]
+    off_lo, off_hi = -phi[:, :, None] * phi[:, None, :], -plo[:, :, None] * plo[:, None, :]
+    ulo = torch.where(diag, diag_lo[:, :, None].expand(-1, c, c), off_lo)
+    uhi = torch.where(diag, diag_hi[:, :, None].expand(-1, c, c), off_hi)
+    dev = torch.maximum((eye - plo[:, None, :]).abs(), (eye - phi[:, None, :]).abs())  # |δ_ka - p_a| max
+    outer = (phi[:, :, None] * phi[:, None, :])[:, None]
+    B = phi[:, :, None, None] * (dev[..., :, None] * dev[..., None, :] + torch.diag_embed(phi)[:, None] + outer)
+    return plo[:, idx], phi[:, idx], ulo[:, idx], uhi[:, idx], B[:, idx]
 
 
 # -- building -----------------------------------------------------------------------------------------------

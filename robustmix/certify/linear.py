@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
 
-__all__ = ["Relaxation", "relax", "LinearForm", "ball_min", "ball_max"]
+__all__ = ["Relaxation", "relax", "LinearForm", "apply", "ball_min", "ball_max", "backward"]
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
 _TINY = 1e-9
@@ -76,7 +76,8 @@ def relax(
 
 @dataclass
 class LinearForm:
-    """``A_lo x' + c_lo ≤ q(x') ≤ A_hi x' + c_hi`` for every x' of the ball (rows: the bounded quantities)."""
+    """``A_lo x' + c_lo ≤ q(x') ≤ A_hi x' + c_hi`` on the ball, per example: ``A`` ``[B, n, d]``, ``c`` ``[B, n]``
+    (rows: the bounded quantities; one example's form may drop the batch dim)."""
 
     A_lo: Tensor
     c_lo: Tensor
@@ -91,57 +92,72 @@ class LinearForm:
         """Bounds of ``W q + b`` (forward mode): centre and half-difference, two products each."""
         A_mid, A_rad = (self.A_lo + self.A_hi) / 2, (self.A_hi - self.A_lo) / 2
         c_mid, c_rad = (self.c_lo + self.c_hi) / 2, (self.c_hi - self.c_lo) / 2
-        A_c, A_r = W @ A_mid, W_abs @ A_rad
-        c_c, c_r = W @ c_mid + b, W_abs @ c_rad
+        A_c, A_r = apply(W, A_mid), apply(W_abs, A_rad)
+        c_c, c_r = apply(W, c_mid) + b, apply(W_abs, c_rad)
         return LinearForm(A_c - A_r, c_c - c_r, A_c + A_r, c_c + c_r)
 
     def through_activation(self, r: Relaxation) -> LinearForm:
         """Bounds of ``σ(q)`` (forward mode), one unit per row."""
-        lo_pos, hi_pos = (r.s_lo >= 0)[:, None], (r.s_hi >= 0)[:, None]
-        A_lo = r.s_lo[:, None] * torch.where(lo_pos, self.A_lo, self.A_hi)
-        c_lo = r.s_lo * torch.where(lo_pos[:, 0], self.c_lo, self.c_hi) + r.b_lo
-        A_hi = r.s_hi[:, None] * torch.where(hi_pos, self.A_hi, self.A_lo)
-        c_hi = r.s_hi * torch.where(hi_pos[:, 0], self.c_hi, self.c_lo) + r.b_hi
+        lo_pos, hi_pos = r.s_lo >= 0, r.s_hi >= 0
+        A_lo = r.s_lo[..., None] * torch.where(lo_pos[..., None], self.A_lo, self.A_hi)
+        c_lo = r.s_lo * torch.where(lo_pos, self.c_lo, self.c_hi) + r.b_lo
+        A_hi = r.s_hi[..., None] * torch.where(hi_pos[..., None], self.A_hi, self.A_lo)
+        c_hi = r.s_hi * torch.where(hi_pos, self.c_hi, self.c_lo) + r.b_hi
         return LinearForm(A_lo, c_lo, A_hi, c_hi)
 
-    def concretize(self, x0: Tensor, eps: float, norm: Norm) -> tuple[Tensor, Tensor]:
-        """The interval of each row over ``B_p(x0, eps)``: exact for the lines."""
+    def concretize(self, x0: Tensor, eps: Tensor | float, norm: Norm) -> tuple[Tensor, Tensor]:
+        """The interval of each row over ``B_p(x0, eps)`` (``eps`` ``[B, 1]`` for a batch): exact for the lines."""
         return ball_min(self.A_lo, self.c_lo, x0, eps, norm), ball_max(self.A_hi, self.c_hi, x0, eps, norm)
+
+    def example(self, k: int) -> LinearForm:
+        return LinearForm(self.A_lo[k], self.c_lo[k], self.A_hi[k], self.c_hi[k])
 
     def __add__(self, other: LinearForm) -> LinearForm:
         return LinearForm(self.A_lo + other.A_lo, self.c_lo + other.c_lo, self.A_hi + other.A_hi, self.c_hi + other.c_hi)
 
 
-def ball_min(A: Tensor, c: Tensor, x0: Tensor, eps: float, norm: Norm) -> Tensor:
+def apply(op: Tensor, X: Tensor) -> Tensor:
+    """``op`` (``[m, n]``, dense or sparse) applied to each example of ``X``: ``[B, n] -> [B, m]`` or
+    ``[B, n, k] -> [B, m, k]``, as one matrix product over the whole batch."""
+    if X.dim() == 2:
+        return (op @ X.T).T
+    B, n, k = X.shape
+    return (op @ X.transpose(0, 1).reshape(n, B * k)).reshape(-1, B, k).transpose(0, 1)
+
+
+def ball_min(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
     """``min over ||x' - x0||_p ≤ eps`` of ``A x' + c``, row by row: ``A x0 + c - eps ||A_row||_{p*}``."""
-    return A @ x0 + c - eps * dual_norm(A, norm, batch_dims=None)
+    return (A @ x0[..., None])[..., 0] + c - eps * dual_norm(A, norm, batch_dims=None)
 
 
-def ball_max(A: Tensor, c: Tensor, x0: Tensor, eps: float, norm: Norm) -> Tensor:
+def ball_max(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
     """``max over the ball`` of ``A x' + c``, row by row."""
-    return A @ x0 + c + eps * dual_norm(A, norm, batch_dims=None)
+    return (A @ x0[..., None])[..., 0] + c + eps * dual_norm(A, norm, batch_dims=None)
 
 
 def backward(C: Tensor, stages: list, relaxations: list[Relaxation]) -> LinearForm:
-    """Linear bounds of ``C z_L`` in terms of the input, by one backward pass (CROWN).
+    """Linear bounds of ``C z_L`` in terms of the input, by one backward pass (CROWN), for a batch.
 
-    ``stages``: the network's affine maps (objects with ``W``, ``WT``, ``b``) and activations in order,
-    starting and ending with an affine map; ``relaxations``: one per activation, in order.
+    ``C`` ``[B, K, c]``; ``stages``: the network's affine maps (objects with ``opT``, the transposed matrix,
+    and ``b``) and activations in order, starting and ending with an affine map; ``relaxations``: one per
+    activation, in order, each ``[B, n]``.
     """
     lam_lo, lam_hi = C, C
-    c_lo = torch.zeros(C.shape[0], dtype=C.dtype)
-    c_hi = torch.zeros(C.shape[0], dtype=C.dtype)
+    c_lo = torch.zeros(C.shape[:-1], dtype=C.dtype)
+    c_hi = torch.zeros(C.shape[:-1], dtype=C.dtype)
     pending = list(relaxations)
     for st in reversed(stages):
-        if hasattr(st, "W"):
+        if hasattr(st, "opT"):
             c_lo, c_hi = c_lo + lam_lo @ st.b, c_hi + lam_hi @ st.b
-            lam_lo, lam_hi = lam_lo @ st.W, lam_hi @ st.W
+            lam_lo = apply(st.opT, lam_lo.transpose(1, 2)).transpose(1, 2)
+            lam_hi = apply(st.opT, lam_hi.transpose(1, 2)).transpose(1, 2)
             continue
         r = pending.pop()
+        s_lo, s_hi, b_lo, b_hi = (t[:, None, :] for t in (r.s_lo, r.s_hi, r.b_lo, r.b_hi))
         pos_lo, neg_lo = lam_lo.clamp(min=0), lam_lo.clamp(max=0)
         pos_hi, neg_hi = lam_hi.clamp(min=0), lam_hi.clamp(max=0)
-        c_lo = c_lo + pos_lo @ r.b_lo + neg_lo @ r.b_hi
-        c_hi = c_hi + pos_hi @ r.b_hi + neg_hi @ r.b_lo
-        lam_lo = pos_lo * r.s_lo + neg_lo * r.s_hi
-        lam_hi = pos_hi * r.s_hi + neg_hi * r.s_lo
+        c_lo = c_lo + (pos_lo * b_lo + neg_lo * b_hi).sum(-1)
+        c_hi = c_hi + (pos_hi * b_hi + neg_hi * b_lo).sum(-1)
+        lam_lo = pos_lo * s_lo + neg_lo * s_hi
+        lam_hi = pos_hi * s_hi + neg_hi * s_lo
     return LinearForm(lam_lo, c_lo, lam_hi, c_hi)

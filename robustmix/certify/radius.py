@@ -46,7 +46,7 @@ import copy
 import math
 import operator
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -182,17 +182,24 @@ class _Model:
 
     def stats(self, eps: float) -> _Stats | None:
         if self.net is not None:
-            b = self.net.bounds(self.x, eps, self.norm, method=self.propagation)  # type: ignore[arg-type]
-            if not b.smooth:
-                return None
-            lip = b.grad_lipschitz()
-            m, M = b.grad_norm_min(), b.grad_norm_max()
-            if self.propagation == "linear":
-                # ∇f moves by at most Λ·ε from its value at x (Λ: the gradient's Lipschitz bound on the ball)
-                reach = _up(lip * eps)
-                m = torch.maximum(m, (self.grad_norm_x - reach) * (1 - 1e-9)).clamp(min=0)
-                M = torch.minimum(M, _up(self.grad_norm_x + reach))
-            return _Stats(b.abs_value_max(), m, M, lip, b)
+            return self.stats_from(self.net.bounds(self.x, eps, self.norm, method=self.propagation))  # type: ignore[arg-type]
+        return self._sampled_stats(eps)
+
+    def stats_from(self, b: BallBounds) -> _Stats | None:
+        """The constants from one example's sound bounds (None where a kink lies in the ball)."""
+        eps = float(b.eps)
+        if not b.smooth:
+            return None
+        lip = b.grad_lipschitz()
+        m, M = b.grad_norm_min(), b.grad_norm_max()
+        if self.propagation == "linear":
+            # ∇f moves by at most Λ·ε from its value at x (Λ: the gradient's Lipschitz bound on the ball)
+            reach = _up(lip * eps)
+            m = torch.maximum(m, (self.grad_norm_x - reach) * (1 - 1e-9)).clamp(min=0)
+            M = torch.minimum(M, _up(self.grad_norm_x + reach))
+        return _Stats(b.abs_value_max(), m, M, lip, b)
+
+    def _sampled_stats(self, eps: float) -> _Stats:
         pts = _sample_ball(self.x, eps, self.norm, self.n_samples, self.seed)
         vals, grads = self._values_grads(pts)
         norms = dual_norm(grads, self.norm, batch_dims=None)
@@ -302,6 +309,13 @@ def certified_radius(
     The result's ``margin`` is positive exactly when i leads at x, and ``leader`` names the class that leads
     among i and its rivals (see :class:`CertResult`).
     """
+    _check_options(model, x, method, steps, propagation)
+    x, c = _single_example(model, x.detach())
+    problem = _problem(model, x, operator.index(i), _rivals(operator.index(i), j, c), method, steps, n_samples, seed, propagation)
+    return _drive([problem])[0]
+
+
+def _check_options(model: CertifiableMixin, x: Tensor, method: str, steps: int, propagation: str) -> None:
     check_choice("method", method, ("bounds", "empirical"))
     check_choice("propagation", propagation, ("linear", "interval"))
     if not isinstance(model, CertifiableMixin):
@@ -310,9 +324,18 @@ def certified_radius(
         raise ValueError("x must be a finite floating-point tensor")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    i = operator.index(i)
-    x, c = _single_example(model, x.detach())
-    others = _rivals(i, j, c)
+
+
+#: One example's certificate as a generator: it yields the radius ε at which it needs the constants of g
+#: and h, receives ``(g's _Stats | None, h's _Stats | None)`` and finally returns its :class:`CertResult`.
+_Problem = Generator[float, tuple["_Stats | None", "_Stats | None"], CertResult]
+
+
+def _problem(
+    model: CertifiableMixin, x: Tensor, i: int, others: tuple[int, ...], method: CertMethod, steps: int,
+    n_samples: int, seed: int, propagation: BoundMethod,
+) -> tuple[_Problem, _Model, _Model | None]:
+    """The certificate of one example ``x`` ``[1, ...]``: its generator and the models it asks constants of."""
     if isinstance(model.h, RandomizedSmoothing):
         raise ValueError("h is a RandomizedSmoothing model: use robustmix.certify.certify_mixture (a probabilistic certificate)")
     if model.mode == "argmax":
@@ -334,13 +357,66 @@ def certified_radius(
         raise ValueError("a non-differentiable h is only certified when it is a KNNClassifier (Theorem 1)")
     g = _Model(_scaled(model.g, model.logit_scales[0]), x, model.norm, prob, method, n_samples, seed, propagation)
     if knn:
-        return _certify_knn(model, g, x, i, others, alpha, prob, method, steps)
+        return _certify_knn(model, g, x, i, others, alpha, prob, method, steps), g, None
     h = _Model(_scaled(model.h, model.logit_scales[1]), x, model.norm, prob, method, n_samples, seed + 1, propagation)
     if model.mode == "none" or alpha == 0 or math.isinf(alpha):
         # fixed convex mix with weight α/(1+α) on h (mode none), or g alone (α = 0) / h alone (α = ∞)
         w = 1.0 if math.isinf(alpha) else (alpha / (1 + alpha) if model.mode == "none" else 0.0)
-        return _certify_lipschitz(model, g, h, i, others, w, method, steps)
-    return _certify_theorem2(model, g, h, i, others, alpha, method, steps)
+        return _certify_lipschitz(model, g, h, i, others, w, method, steps), g, h
+    return _certify_theorem2(model, g, h, i, others, alpha, method, steps), g, h
+
+
+#: Examples whose bounds are propagated together (memory grows with it: the Hessian terms of a CNN take
+#: about 10 MB per example).
+_BOUND_CHUNK = 16
+
+
+def _drive(problems: list[tuple[_Problem, _Model, _Model | None]]) -> list[CertResult]:
+    """Run many certificates in lockstep: each round, every unfinished example asks for its next ε and the
+    bounds of all of them are propagated in one batched pass per network (per-example bisection, in parallel)."""
+    results: list[CertResult | None] = [None] * len(problems)
+    pending: dict[int, float] = {}
+
+    def advance(k: int, reply: tuple[_Stats | None, _Stats | None] | None) -> None:
+        try:
+            pending[k] = problems[k][0].send(reply)  # type: ignore[arg-type]
+        except StopIteration as done:
+            results[k] = done.value
+            pending.pop(k, None)
+
+    for k in range(len(problems)):
+        advance(k, None)
+    while pending:
+        ks = list(pending)
+        eps = [pending[k] for k in ks]
+        g_stats = _stats_of([problems[k][1] for k in ks], eps)
+        h_models = [problems[k][2] for k in ks]
+        h_stats = [None] * len(ks) if any(m is None for m in h_models) else _stats_of(h_models, eps)  # type: ignore[arg-type]
+        for k, sg, sh in zip(ks, g_stats, h_stats, strict=True):
+            advance(k, (sg, sh))
+    return results  # type: ignore[return-value]
+
+
+def _stats_of(models: list[_Model], eps: list[float]) -> list[_Stats | None]:
+    """Each model's constants over its own ball; sound bounds of one network are propagated as a batch."""
+    out: list[_Stats | None] = [None] * len(models)
+    groups: dict[int, list[int]] = {}
+    for n, m in enumerate(models):
+        if m.net is None:
+            out[n] = m.stats(eps[n])
+        else:
+            groups.setdefault(id(m.net), []).append(n)
+    for members in groups.values():
+        for start in range(0, len(members), _BOUND_CHUNK):
+            chunk = members[start : start + _BOUND_CHUNK]
+            first = models[chunk[0]]
+            assert first.net is not None
+            xs = torch.cat([models[n].x for n in chunk])
+            radii = torch.tensor([eps[n] for n in chunk], dtype=_F64)
+            batch = first.net.batch_bounds(xs, radii, first.norm, method=first.propagation)  # type: ignore[arg-type]
+            for t, n in enumerate(chunk):
+                out[n] = models[n].stats_from(batch.example(t))
+    return out
 
 
 def _output_classes(model: CertifiableMixin, x: Tensor) -> int | None:
@@ -388,7 +464,9 @@ def certified_radii(
     j: int | Sequence[int] | None = None,
     **options: object,
 ) -> list[CertResult]:
-    """:func:`certified_radius` for every example of a batch ``x`` ``[B, ...]``: one result per example.
+    """:func:`certified_radius` for every example of a batch ``x`` ``[B, ...]``: one result per example, equal
+    to certifying each alone, but with the per-example bisections on ε run in lockstep and the bounds of
+    each round propagated for the whole batch at once (:class:`CompiledNetwork.batch_bounds`).
 
     ``i``: one class for all examples, or one per example (e.g. the labels ``[B]``); ``j`` and ``options``
     as in :func:`certified_radius`.
@@ -398,7 +476,22 @@ def certified_radii(
     classes = [int(k) for k in (i.tolist() if isinstance(i, Tensor) else i)] if not isinstance(i, int) else [i] * len(x)
     if len(classes) != len(x):
         raise ValueError(f"i has {len(classes)} entries but the batch has {len(x)} examples")
-    return [certified_radius(model, x[k : k + 1], classes[k], j, **options) for k in range(len(x))]  # type: ignore[arg-type]
+    method = options.pop("method", "bounds")
+    steps = options.pop("steps", 12)
+    n_samples, seed = options.pop("n_samples", 256), options.pop("seed", 0)
+    propagation = options.pop("propagation", "linear")
+    if options:
+        raise TypeError(f"certified_radii got unexpected options {sorted(options)}")
+    _check_options(model, x, method, steps, propagation)  # type: ignore[arg-type]
+    x = x.detach()
+    c = _output_classes(model, x[:1])
+    if c is None:
+        raise ValueError(f"the model does not accept x[:1] (shape {tuple(x[:1].shape)}) as a batch of one example")
+    problems = [
+        _problem(model, x[k : k + 1], classes[k], _rivals(classes[k], j, c), method, steps, n_samples, seed, propagation)  # type: ignore[arg-type]
+        for k in range(len(x))
+    ]
+    return _drive(problems)
 
 
 def _scaled(module: nn.Module, s: float) -> nn.Module:
@@ -425,17 +518,18 @@ class _ScaleLayer(nn.Identity):
         return x * self.s
 
 
-def _search(check, hi: float, steps: int) -> tuple[float, dict[str, float]]:
-    """Largest verified ε in [0, hi] by bisection; ``check(eps) -> constants | None``. Returns (ε, constants)."""
+def _search(check, hi: float, steps: int) -> Generator[float, Any, tuple[float, dict[str, float]]]:
+    """Largest verified ε in [0, hi] by bisection; ``check(eps)`` is a generator (see :func:`_drive`) that
+    returns the constants or None. Returns (ε, constants)."""
     if not (hi > 0 and math.isfinite(hi)):
         return 0.0, {}
-    found = check(hi)
+    found = yield from check(hi)
     if found is not None:
         return hi, found
     lo, best = 0.0, {}
     for _ in range(steps):
         mid = (lo + hi) / 2
-        found = check(mid)
+        found = yield from check(mid)
         if found is not None:
             lo, best = mid, found
         else:
@@ -468,7 +562,7 @@ def _leads(margins: dict[int, float]) -> bool:
     return min(margins.values()) > 0
 
 
-def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, steps) -> CertResult:
+def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, steps) -> _Problem:
     eps_c = model.eps_c
     R = g.grad_norm_x / (h.grad_norm_x + eps_c)
     out = _mixture_at_x(g.value_x, h.value_x, R, alpha)
@@ -477,7 +571,7 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
         return _result(model, i, others, margins, 0.0, method, {}, "theorem2")
 
     def check(eps: float):
-        sg, sh = g.stats(eps), h.stats(eps)
+        sg, sh = yield eps
         if sg is None or sh is None:
             return None
         consts = {}
@@ -493,9 +587,9 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
         w_hi = _weight_on_h(alpha, sg.M / (sh.m + eps_c))
         return _margin_check(sg, sh, None, i, others, w_lo, w_hi, prob=model.space == "prob")
 
-    s0g, s0h = g.stats(0.0), h.stats(0.0)
+    s0g, s0h = yield 0.0
     hi = _upper_from(lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others)
-    r, consts = _search(check, _search_end(model, g.x, i, others, hi), steps)
+    r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "theorem2")
 
 
@@ -583,7 +677,7 @@ def _upper_from(radius_of, others) -> float:
     return min(radius_of(j) for j in others)
 
 
-def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> CertResult:
+def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> _Problem:
     with torch.no_grad():
         hv = model.h(x.to(model.h.train_x.dtype))[0].to(_F64)
     if prob:
@@ -602,7 +696,7 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
     def check(eps: float):
         if not knn_constant_on_ball(model.h, x, eps, model.norm):
             return None
-        st = g.stats(eps)
+        st, _ = yield eps
         if st is None:
             return None
         if all(eps <= theorem1_radius(consts_at(st, i), consts_at(st, j), alpha, margins[j], h_bound) for j in others):
@@ -610,14 +704,14 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
         # h is constant on the ball (checked above): its values are known, R_k = ||∇g_k|| lies in [m, M]
         return _margin_check(st, None, hv, i, others, _weight_on_h(alpha, st.m), _weight_on_h(alpha, st.M), prob)
 
-    s0 = g.stats(0.0)
+    s0, _ = yield 0.0
     assert s0 is not None
     hi = _upper_from(lambda j: theorem1_radius(consts_at(s0, i), consts_at(s0, j), alpha, margins[j], h_bound), others)
-    r, consts = _search(check, _search_end(model, x, i, others, hi), steps)
+    r, consts = yield from _search(check, _search_end(model, x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "theorem1")
 
 
-def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps) -> CertResult:
+def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps) -> _Problem:
     """Margin ``(1-w)(g_i-g_j) + w(h_i-h_j)`` changes by at most ``ε((1-w) G_ij + w H_ij)`` on the ball."""
     out = (1 - w) * g.value_x + w * h.value_x
     margins = {j: float(out[i] - out[j]) for j in others}
@@ -640,12 +734,14 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
         for j in others:
             L = lip(eps, j)
             if L is None or eps * L > abs(margins[j]):
-                return margin_check(eps)
+                return (yield from margin_check(eps))
             consts[f"lip[{j}]"] = L
         return consts
 
     def margin_check(eps: float):
-        sg, sh = g.stats(eps), (h.stats(eps) if w > 0 else None)
+        sg, sh = yield eps
+        if w == 0:
+            sh = None  # h has no weight in the mix
         if sg is None or (w > 0 and sh is None):
             return None
         weight = torch.full((len(g.value_x),), w, dtype=_F64)
@@ -655,7 +751,7 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
     hi = min((abs(margins[j]) / L if L else math.inf) for j, L in zip(others, l0, strict=True) if L is not None)
     if math.isinf(hi):
         hi = 1e6
-    r, consts = _search(check, _search_end(model, g.x, i, others, hi), steps)
+    r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "lipschitz")
 
 
@@ -701,17 +797,20 @@ def certify(
     correct = 0
     bar = tqdm(total=limit, disable=not progress, desc="certify")
     for xb, yb in batches:
-        for xs, ys in zip(xb, yb, strict=True):
-            if limit is not None and len(per) >= limit:
-                break
-            with torch.no_grad():
-                pred = int(model(xs[None]).argmax(1))
-            if pred != int(ys):
-                per.append(-1.0)
-            else:
-                correct += 1
-                per.append(certified_radius(model, xs[None], pred, None, method=method, **kwargs).radius)  # type: ignore[arg-type]
-            bar.update(1)
+        if limit is not None:
+            xb, yb = xb[: max(limit - len(per), 0)], yb[: max(limit - len(per), 0)]
+        if len(xb) == 0:
+            break
+        with torch.no_grad():
+            pred = torch.cat([model(xb[k : k + 1]).argmax(1) for k in range(len(xb))])  # one at a time, as certified
+        right = (pred == yb.to(pred.device)).nonzero().flatten().tolist()
+        radius_of: dict[int, float] = {}
+        if right:
+            results = certified_radii(model, xb[right], pred[right], None, method=method, **kwargs)  # type: ignore[arg-type]
+            radius_of = {k: r.radius for k, r in zip(right, results, strict=True)}
+        per.extend(radius_of.get(k, -1.0) for k in range(len(xb)))
+        correct += len(right)
+        bar.update(len(xb))
     bar.close()
     n = max(len(per), 1)
     acc = tuple(sum(1 for r in per if r >= rad and r >= 0) / n for rad in radii)
