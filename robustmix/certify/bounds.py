@@ -250,7 +250,11 @@ def _abs_max(lo: Tensor, hi: Tensor) -> Tensor:
 
 
 def _widen(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    return lo - _REL * lo.abs() - _ABS, hi + _REL * hi.abs() + _ABS
+    return _down(lo), _up(hi)
+
+
+def _down(v: Tensor) -> Tensor:
+    return v - _REL * v.abs() - _ABS
 
 
 def _up(v: Tensor) -> Tensor:
@@ -328,8 +332,7 @@ class BallBounds:
     def ball_lower(self, form: LinearForm) -> Tensor:
         """The smallest value of one example's ``form`` lower lines over its ball (widened for rounding)."""
         assert self.center is not None
-        low = ball_min(form.A_lo, form.c_lo, self.center[0], float(self.eps), self.norm)
-        return low - _REL * low.abs() - _ABS
+        return _down(ball_min(form.A_lo, form.c_lo, self.center[0], float(self.eps), self.norm))
 
     def abs_value_max(self) -> Tensor:
         """``K = sup |f_k|``."""
@@ -424,7 +427,8 @@ class CompiledNetwork:
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
-        zlo, zhi = zc - e * dual_norm(first.W, norm, batch_dims=None), zc + e * dual_norm(first.W, norm, batch_dims=None)
+        rad = e * dual_norm(first.W, norm, batch_dims=None)
+        zlo, zhi = zc - rad, zc + rad
         Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
         saved = []  # per activation: (d1 interval, d2 interval, J interval of its input)

@@ -362,7 +362,8 @@ def _problem(
     if model.mode == "none" or alpha == 0 or math.isinf(alpha):
         # fixed convex mix with weight α/(1+α) on h (mode none), or g alone (α = 0) / h alone (α = ∞)
         w = 1.0 if math.isinf(alpha) else (alpha / (1 + alpha) if model.mode == "none" else 0.0)
-        return _certify_lipschitz(model, g, h, i, others, w, method, steps), g, h
+        # with no weight on h (α = 0) its bounds are never asked for
+        return _certify_lipschitz(model, g, h, i, others, w, method, steps), g, (h if w > 0 else None)
     return _certify_theorem2(model, g, h, i, others, alpha, method, steps), g, h
 
 
@@ -740,8 +741,6 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
 
     def margin_check(eps: float):
         sg, sh = yield eps
-        if w == 0:
-            sh = None  # h has no weight in the mix
         if sg is None or (w > 0 and sh is None):
             return None
         weight = torch.full((len(g.value_x),), w, dtype=_F64)
