@@ -1,8 +1,10 @@
 """``robustmix convert``: turn original ``.pt`` checkpoints into robustmix's safe Hub format.
 
-Two sources: ``pair`` — separate state dicts of g and h (and optionally a policy) for registered
+Three sources: ``pair`` — separate state dicts of g and h (and optionally a policy) for registered
 architectures (:func:`robustmix.convert.convert_pair`); ``release`` — a composite checkpoint of the authors'
-later public release, or RobustBench's three files (:func:`robustmix.convert.convert_release`).
+later public release, or RobustBench's three files (:func:`robustmix.convert.convert_release`);
+``mixednuts`` — RobustBench's ``Bai2024MixedNUTS``, its two files or a state dict of its mixed classifier
+(:func:`robustmix.convert.convert_mixednuts`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one composite state dict, or RobustBench's three files NAME_m0.pt NAME_m1.pt NAME_m2.pt (needs --dataset)",
     )
     rel.add_argument("--variant", required=True, choices=("edm", "trades"), help="which release network")
-    for p in (pair, rel):
+    nuts = sub.add_parser("mixednuts", help="RobustBench's Bai2024MixedNUTS (CIFAR-10/100), training-free nonlinear mix",
+                          formatter_class=defaults)
+    nuts.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a state dict of RobustBench's mixed classifier, or its two files NAME_m0.pt NAME_m1.pt (needs --dataset)",
+    )
+    for p in (pair, rel, nuts):
         p.add_argument("--output", required=True, help="directory to write config.json, model.safetensors, README.md")
         p.add_argument("--dataset", help="dataset name for the config and model card, e.g. cifar10")
         p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="norm of the threat model")
@@ -58,21 +68,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_pair, convert_release, read_checkpoint, read_release_files
+    from ..convert import (
+        convert_mixednuts,
+        convert_pair,
+        convert_release,
+        read_checkpoint,
+        read_mixednuts_files,
+        read_release_files,
+    )
+    from ..errors import InputError
     from ..hub.zoo import ZOO
 
-    if args.source == "release":
+    dataset = args.dataset or (ZOO[args.zoo_entry].dataset if args.zoo_entry in ZOO else None)
+    if args.source in ("mixednuts", "release") and len(args.checkpoint) > 1 and dataset is None:
+        raise InputError(f"{args.source} with several files needs --dataset (or --zoo-entry)")
+    if args.source == "mixednuts":
+        one = len(args.checkpoint) == 1
+        model = convert_mixednuts(read_checkpoint(args.checkpoint[0]) if one else read_mixednuts_files(args.checkpoint, dataset))
+    elif args.source == "release":
         if len(args.checkpoint) == 1:
             state = read_checkpoint(args.checkpoint[0])
         else:
-            dataset = args.dataset or (ZOO[args.zoo_entry].dataset if args.zoo_entry in ZOO else None)
-            if dataset is None:
-                raise SystemExit("robustmix convert release with three files needs --dataset (or --zoo-entry)")
             state = read_release_files(args.checkpoint, args.variant, dataset)
         model = convert_release(state, args.variant)
     else:
         if (args.alpha is None) == (args.policy_type is None):
-            raise SystemExit("robustmix convert pair: give exactly one of --alpha and --policy-type")
+            raise InputError("give exactly one of --alpha and --policy-type")
         model = convert_pair(
             read_checkpoint(args.g_checkpoint), {"name": args.g_arch, "kwargs": args.g_kwargs},
             read_checkpoint(args.h_checkpoint), {"name": args.h_arch, "kwargs": args.h_kwargs},
@@ -84,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     meta["threat_model"] = None if args.eps is None else {"norm": args.norm, "eps": args.eps}
     if args.zoo_entry:
         if args.zoo_entry not in ZOO:
-            raise SystemExit(f"unknown zoo entry {args.zoo_entry!r}; available: {', '.join(ZOO)}")
+            raise InputError(f"unknown zoo entry {args.zoo_entry!r}; available: {', '.join(ZOO)}")
         entry = ZOO[args.zoo_entry]
         meta = {"dataset": entry.dataset, "threat_model": entry.threat_model, "metrics": entry.card_metrics(), "beta0": entry.beta0}
     if meta["threat_model"] is not None and not math.isfinite(meta["threat_model"]["eps"]):
-        raise SystemExit("--eps must be finite")
+        raise InputError("--eps must be finite")
     out = model.save_pretrained(args.output, card_name=args.zoo_entry, **meta)
     print(f"wrote {out}; load it with AdaptiveSmoothing.from_pretrained({str(out)!r})")
     return 0

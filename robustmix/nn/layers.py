@@ -25,6 +25,7 @@ __all__ = [
     "Tempered",
     "ExtractLogits",
     "PreActBlock",
+    "SqueezeExcite",
     "WideBlock",
     "WideStage",
     "CIFAR10_MEAN",
@@ -193,6 +194,20 @@ WIDE_LAYOUTS: dict[str, dict[str, str]] = {
 }
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: ``x · sigmoid(fc2(ReLU(fc1(mean_hw(x)))))`` with 1x1 convolutions ``fc1``/``fc2``
+    (``channels → squeeze → channels``, with biases): a per-channel gate computed from the global average."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
+        return x * torch.sigmoid(gate)
+
+
 class WideBlock(nn.Module):
     """Pre-activation basic block of a WideResNet: ``a = act(BN(x))``, ``conv3x3(act(BN(conv3x3_stride(a))))``
     (dropout between the two with ``drop_rate``), plus ``x`` — or, when the width changes, a 1x1 projection
@@ -200,7 +215,9 @@ class WideBlock(nn.Module):
 
     ``layout``: ``"trades"`` (the TRADES/RobustBench names ``bn1``, ``conv1``, ..., ``convShortcut``) or
     ``"deepmind"`` (DeepMind's ``batchnorm_0``, ``conv_0``, ..., ``shortcut``, whose strided convolution is
-    padded on the right and bottom only).
+    padded on the right and bottom only). ``groups``: grouped 3x3 convolutions; ``se_ratio``: a
+    :class:`SqueezeExcite` gate (``round(se_ratio · out_channels)`` squeeze channels, named ``se``) on the
+    residual branch before the addition, as in the robust-architecture WideResNets (RA-WRN).
     """
 
     def __init__(
@@ -211,24 +228,30 @@ class WideBlock(nn.Module):
         activation: Callable[[], nn.Module] = nn.ReLU,
         drop_rate: float = 0.0,
         layout: str = "trades",
+        groups: int = 1,
+        se_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if layout not in WIDE_LAYOUTS:
             raise ValueError(f"unknown WideResNet layout {layout!r}; expected one of {', '.join(WIDE_LAYOUTS)}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide the block's widths {in_channels} and {out_channels}")
         self._names = names = WIDE_LAYOUTS[layout]
         self.stride, self.drop_rate = stride, drop_rate
         self.asymmetric = layout == "deepmind" and stride != 1
         setattr(self, names["bn1"], nn.BatchNorm2d(in_channels))
         setattr(self, names["act1"], activation())
         setattr(self, names["conv1"], nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=0 if self.asymmetric else 1, bias=False
+            in_channels, out_channels, 3, stride=stride, padding=0 if self.asymmetric else 1, groups=groups,
+            bias=False,
         ))
         setattr(self, names["bn2"], nn.BatchNorm2d(out_channels))
         setattr(self, names["act2"], activation())
-        setattr(self, names["conv2"], nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False))
+        setattr(self, names["conv2"], nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=groups, bias=False))
         setattr(self, names["shortcut"], None if in_channels == out_channels else nn.Conv2d(
             in_channels, out_channels, 1, stride=stride, bias=False
         ))
+        self.se = None if not se_ratio else SqueezeExcite(out_channels, int(round(se_ratio * out_channels)))
 
     def forward(self, x: Tensor) -> Tensor:
         part = self._names
@@ -238,6 +261,8 @@ class WideBlock(nn.Module):
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = getattr(self, part["conv2"])(out)
+        if self.se is not None:
+            out = self.se(out)
         shortcut = getattr(self, part["shortcut"])
         return (x if shortcut is None else shortcut(act)) + out
 
@@ -255,6 +280,8 @@ class WideStage(nn.Module):
         activation: Callable[[], nn.Module] = nn.ReLU,
         drop_rate: float = 0.0,
         layout: str = "trades",
+        groups: int = 1,
+        se_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if layout not in WIDE_LAYOUTS:
@@ -262,7 +289,7 @@ class WideStage(nn.Module):
         self._sequence = WIDE_LAYOUTS[layout]["stage"]
         setattr(self, self._sequence, nn.Sequential(*(
             WideBlock(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, activation,
-                      drop_rate, layout)
+                      drop_rate, layout, groups, se_ratio)
             for i in range(blocks)
         )))
 

@@ -1,4 +1,5 @@
-"""Architectures of the authors' later public release (RobustBench ``Bai2023Improving_edm`` / ``_trades``).
+"""Architectures of the authors' later public releases: RobustBench's ``Bai2023Improving_edm`` / ``_trades``
+and ``Bai2024MixedNUTS``.
 
 That release mixes softmax probabilities of an accurate and a robust model with a per-input weight
 ``w = low + (high - low)·sigmoid(γ)``, ``γ = scale·BN(z) + bias``, where ``z`` comes from a mixing network
@@ -15,8 +16,10 @@ space="prob", alpha_transform="sigmoid", alpha_range=(low, high), logit_scales=(
   :class:`~robustmix.nn.policies.BetaHead`.
 
 All of it is written from the architecture description; the converter in :mod:`robustmix.convert.release`
-maps the release's state-dict names onto these modules. Registered as ``"bit_resnetv2"`` and
-``"dm_wide_resnet"``.
+maps the release's state-dict names onto these modules. MixedNUTS (CIFAR-10) mixes the same BiT g with
+:func:`ra_wide_resnet` (RA-WRN-70-16, ``Peng2023Robust``); on CIFAR-100 with a :func:`dm_wide_resnet`
+(:mod:`robustmix.convert.mixednuts`). Registered as ``"bit_resnetv2"``, ``"dm_wide_resnet"`` and
+``"ra_wide_resnet"``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import Tensor, nn
 from ...registry import register_architecture
 from ..layers import CIFAR10_MEAN, CIFAR10_STD, WideStage
 
-__all__ = ["bit_resnetv2", "dm_wide_resnet", "BiTResNetV2", "DMWideResNet"]
+__all__ = ["bit_resnetv2", "dm_wide_resnet", "ra_wide_resnet", "BiTResNetV2", "DMWideResNet"]
 
 
 # -- BiT ResNet-v2 -----------------------------------------------------------------------------------
@@ -130,29 +133,46 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": _Swish, "r
 
 
 class DMWideResNet(nn.Module):
-    """WideResNet-depth-width with input normalisation; stages ``layer.0..2`` (the policy reads 0 and 1).
+    """A pre-activation WideResNet with input normalisation; stages ``layer.0..2`` (the release's policy
+    reads 0 and 1).
 
-    Blocks in DeepMind's layout (:class:`~robustmix.nn.layers.WideBlock` with ``layout="deepmind"``).
+    Blocks in DeepMind's layout (:class:`~robustmix.nn.layers.WideBlock` with ``layout="deepmind"``): a
+    3x3 stem of ``stem_width`` channels, three stages of ``depths[k]`` blocks and ``widths[k]`` channels
+    (strides 1, 2, 2) with ``groups[k]``-grouped convolutions and optional squeeze-excitation gates, a final
+    BN-activation, 8x8 average pooling and a linear layer. :func:`dm_wide_resnet` and
+    :func:`ra_wide_resnet` choose these numbers.
     """
 
-    def __init__(self, num_classes: int, depth: int, width: int, activation: str, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        stem_width: int,
+        depths: Sequence[int],
+        widths: Sequence[int],
+        activation: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        groups: Sequence[int] = (1, 1, 1),
+        se_ratio: float | None = None,
+    ) -> None:
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        if not len(depths) == len(widths) == len(groups) == 3:
+            raise ValueError(f"a WideResNet has three stages: got depths {depths}, widths {widths}, groups {groups}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(_ACTIVATIONS)}")
         act = _ACTIVATIONS[activation]
-        n = (depth - 4) // 6
-        widths = (16, 16 * width, 32 * width, 64 * width)
+        channels = (int(stem_width), *(int(w) for w in widths))
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False)
-        self.init_conv = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
-        self.layer = nn.Sequential(
-            *(WideStage(n, widths[k], widths[k + 1], 1 if k == 0 else 2, act, layout="deepmind") for k in range(3))
-        )
-        self.batchnorm = nn.BatchNorm2d(widths[3])
+        self.init_conv = nn.Conv2d(3, channels[0], 3, padding=1, bias=False)
+        self.layer = nn.Sequential(*(
+            WideStage(int(depths[k]), channels[k], channels[k + 1], 1 if k == 0 else 2, act, layout="deepmind",
+                      groups=int(groups[k]), se_ratio=se_ratio)
+            for k in range(3)
+        ))
+        self.batchnorm = nn.BatchNorm2d(channels[3])
         self.relu = act()
-        self.logits = nn.Linear(widths[3], num_classes)
+        self.logits = nn.Linear(channels[3], num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.layer(self.init_conv((x - self.mean) / self.std))
@@ -169,8 +189,33 @@ def dm_wide_resnet(
     std: Sequence[float] = CIFAR10_STD,
 ) -> DMWideResNet:
     """WideResNet-``depth``-``width`` for 32x32 inputs in [0, 1], normalised with ``mean``/``std``."""
-    return DMWideResNet(int(num_classes), int(depth), int(width), activation, mean, std)
+    if (depth - 4) % 6:
+        raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+    n, width = (int(depth) - 4) // 6, int(width)
+    return DMWideResNet(int(num_classes), 16, (n, n, n), (16 * width, 32 * width, 64 * width), activation, mean, std)
+
+
+def ra_wide_resnet(
+    num_classes: int = 10,
+    stem_width: int = 96,
+    depths: Sequence[int] = (30, 31, 10),
+    widths: Sequence[int] = (216, 432, 864),
+    groups: Sequence[int] = (1, 1, 1),
+    se_ratio: float | None = 0.25,
+    activation: str = "silu",
+    mean: Sequence[float] = CIFAR10_MEAN,
+    std: Sequence[float] = CIFAR10_STD,
+) -> DMWideResNet:
+    """A robust-architecture WideResNet (Peng et al. 2023, "Robust Principles"): the DeepMind-layout
+    WideResNet with a wider stem, uneven stage depths and widths, SiLU and squeeze-excitation gates after
+    each block's second convolution. The defaults are RA-WRN-70-16, RobustBench's ``Peng2023Robust`` (the
+    robust model of MixedNUTS on CIFAR-10)."""
+    return DMWideResNet(
+        int(num_classes), stem_width, depths, widths, activation, mean, std, groups=groups,
+        se_ratio=None if se_ratio is None else float(se_ratio),
+    )
 
 
 register_architecture("bit_resnetv2", bit_resnetv2)
 register_architecture("dm_wide_resnet", dm_wide_resnet)
+register_architecture("ra_wide_resnet", ra_wide_resnet)
