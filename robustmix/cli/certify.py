@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..workflow import resolve_device, run_record, write_json
 
     if not 0 < args.w < 1:
-        raise SystemExit("--w must be in (0, 1)")
+        raise InputError("--w must be in (0, 1)")
     start = time.perf_counter()
     device = resolve_device(args.device)
     data = opt.load_data(args)
