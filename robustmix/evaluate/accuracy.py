@@ -129,11 +129,21 @@ def clean_accuracy(
 
 
 def _attack_chunk(
-    model: nn.Module, attacks: list, xb: Tensor, yb: Tensor, generator: torch.Generator, bar: tqdm
+    model: nn.Module,
+    attacks: list,
+    xb: Tensor,
+    yb: Tensor,
+    generator: torch.Generator,
+    bar: tqdm,
+    known: Sequence[tuple[Tensor, Tensor]] = (),
 ) -> tuple[Tensor, Tensor]:
     """``(alive, breaks)`` for one chunk: whether each example survives every attack (and is correct clean),
-    and for each example that an attack broke, the adversarial input that did (``xb`` elsewhere)."""
+    and for each example that an attack broke, the adversarial input that did (``xb`` elsewhere).
+
+    ``known``: ``(alive, breaks)`` of models attacked before; their adversarial inputs are tried first (one
+    forward pass), so the attacks run only on the examples those did not already break."""
     alive = _correct(model, xb, yb)
+    _try_breaks(model, alive, known, yb)
     breaks = xb.clone()
     for _, attack in attacks:
         idx = alive.nonzero().flatten()
@@ -144,6 +154,14 @@ def _attack_chunk(
             alive[idx] = survived
         bar.update()
     return alive, breaks
+
+
+def _try_breaks(model: nn.Module, alive: Tensor, known: Sequence[tuple[Tensor, Tensor]], yb: Tensor) -> None:
+    """Clear ``alive`` where an adversarial input that broke another model also breaks ``model``."""
+    for other_alive, breaks in known:
+        idx = (alive & ~other_alive).nonzero().flatten()
+        if len(idx):
+            alive[idx] = _correct(model, breaks[idx], yb[idx])
 
 
 def _chunk_generator(suite: AttackSuite, k: int) -> torch.Generator:
@@ -196,17 +214,14 @@ def _robust_together(
     with tqdm(total=total, desc=desc, disable=not show, leave=False) as bar:
         for k, part in chunks:
             xb, yb = x[part], y[part]
-            found = {
-                name: _attack_chunk(model, attacks[name], xb, yb, _chunk_generator(suite, k), bar)
-                for name, model in models.items()
-            }
+            found: dict[str, tuple[Tensor, Tensor]] = {}
+            for name, model in models.items():
+                known = list(found.values()) if transfer else []
+                found[name] = _attack_chunk(model, attacks[name], xb, yb, _chunk_generator(suite, k), bar, known)
             for name, model in models.items():
                 alive = found[name][0].clone()
-                if transfer:
-                    for other, (other_alive, breaks) in found.items():
-                        idx = (alive & ~other_alive).nonzero().flatten()
-                        if other != name and len(idx):
-                            alive[idx] = _correct(model, breaks[idx], yb[idx])
+                if transfer:  # the inputs found against the models attacked later
+                    _try_breaks(model, alive, [f for other, f in found.items() if other != name], yb)
                 robust[name][part] = alive
     return {name: chunks.merge(r) for name, r in robust.items()}
 
