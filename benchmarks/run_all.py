@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-SCRIPTS = ["import_time.py", "sensitivity.py", "memory.py", "training.py", "ddp.py", "calibration.py"]
+SCRIPTS = ["import_time.py", "sensitivity.py", "memory.py", "memory_format.py", "training.py", "ddp.py", "calibration.py"]
 
 if __name__ == "__main__":
     failed = []

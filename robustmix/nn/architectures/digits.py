@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from ...registry import register_architecture
@@ -19,10 +20,12 @@ __all__ = ["digits_cnn"]
 def digits_cnn(num_classes: int = 10, channels: Sequence[int] = (16, 32, 64)) -> nn.Sequential:
     """A 3-conv CNN for ``[B, 1, 8, 8]`` inputs: conv-ELU x3 with two 2x2 average pools, then linear.
 
-    Layer names (for policy taps): ``conv1 act1 conv2 act2 pool2 conv3 act3 pool3 flatten fc``.
+    Layer names (for policy taps): ``conv1 act1 conv2 act2 pool2 conv3 act3 pool3 flatten fc``. The
+    convolution weights are channels-last, which makes these small convolutions faster on CPU
+    (``benchmarks/memory_format.py``); inputs may be in either memory format.
     """
     c1, c2, c3 = (int(c) for c in channels)
-    return nn.Sequential(
+    model = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(1, c1, 3, padding=1),
             act1=nn.ELU(),
@@ -36,6 +39,7 @@ def digits_cnn(num_classes: int = 10, channels: Sequence[int] = (16, 32, 64)) ->
             fc=nn.Linear(c3 * 4, num_classes),
         )
     )
+    return model.to(memory_format=torch.channels_last)
 
 
 register_architecture("digits_cnn", digits_cnn)
