@@ -8,30 +8,12 @@ virtual environment (see tests/optional/README.md); elsewhere it is skipped with
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
-try:  # robustbench imports `autoattack`; the attack authors' package on PyPI is `pyautoattack`
-    import autoattack  # noqa: F401
-except ImportError:
-    try:
-        import pyautoattack
-
-        sys.modules["autoattack"] = pyautoattack
-    except ImportError:
-        pass
 rb = pytest.importorskip(
     "robustbench", reason="optional step: needs robustbench 1.1.1 in its own venv (tests/optional/README.md)"
 )
-
-
-@pytest.fixture
-def cpu_only(monkeypatch):
-    """robustbench's constructors call .cuda(); on a CPU machine these become no-ops for this test."""
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
 
 
 def _randomise_statistics(model: torch.nn.Module, gen: torch.Generator) -> None:
