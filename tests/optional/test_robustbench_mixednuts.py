@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from robustbench_env import cpu_only  # noqa: F401  (a fixture; also aliases autoattack before robustbench loads)
 
 rb = pytest.importorskip(
     "robustbench", reason="optional step: needs robustbench 1.1.1 in its own venv (tests/optional/README.md)"
@@ -26,8 +27,9 @@ def _randomise_statistics(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cpu_only")
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
-def test_converted_mixednuts_matches_robustbench(cpu_only, dataset, tmp_path):
+def test_converted_mixednuts_matches_robustbench(dataset, tmp_path):
     from robustbench.model_zoo.architectures.comp_model import get_nonlin_mixed_classifier
 
     from robustmix import AdaptiveSmoothing

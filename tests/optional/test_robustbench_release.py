@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from robustbench_env import cpu_only  # noqa: F401  (a fixture; also aliases autoattack before robustbench loads)
 
 rb = pytest.importorskip(
     "robustbench", reason="optional step: needs robustbench 1.1.1 in its own venv (tests/optional/README.md)"
@@ -17,8 +18,9 @@ rb = pytest.importorskip(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cpu_only")
 @pytest.mark.parametrize("variant, dataset", [("edm", "cifar10"), ("edm", "cifar100"), ("trades", "cifar100")])
-def test_converted_release_matches_robustbench(cpu_only, variant, dataset):
+def test_converted_release_matches_robustbench(variant, dataset):
     from robustbench.model_zoo.architectures.comp_model import get_composite_model
 
     from robustmix.convert import RELEASE_SETTINGS, convert_release

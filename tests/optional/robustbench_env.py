@@ -1,4 +1,4 @@
-"""Shared by the optional robustbench tests: the ``autoattack`` alias robustbench imports, and a CPU-only
+"""Shared by the optional robustbench tests (a module, not a conftest: tests/conftest.py is imported by name): the ``autoattack`` alias robustbench imports, and a CPU-only
 fixture for its constructors."""
 
 from __future__ import annotations
