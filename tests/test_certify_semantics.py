@@ -4,6 +4,8 @@ sign always says whether i leads; one example per call (``certified_radii`` for 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given
@@ -87,8 +89,11 @@ def test_a_batch_is_refused_by_name_and_certified_radii_gives_one_result_each():
         certified_radius(model, x, 0)
     labels = model(x).argmax(1)
     batch = certified_radii(model, x, labels, steps=6)
-    assert batch == [certified_radius(model, x[k : k + 1], int(labels[k]), steps=6) for k in range(3)]
+    alone = [certified_radius(model, x[k : k + 1], int(labels[k]), steps=6) for k in range(3)]
     unbatched = certified_radius(model, x[0], int(labels[0]), steps=6)  # one example without a batch dim
-    assert unbatched == batch[0]
+    for one, from_batch in [*zip(alone, batch, strict=True), (unbatched, batch[0])]:
+        # the same radius and verdict; the reported bounds may differ in the last bits (batched reductions)
+        assert replace(one, constants={}) == replace(from_batch, constants={})
+        assert one.constants == pytest.approx(from_batch.constants, rel=1e-12, abs=1e-15)
     with pytest.raises(ValueError, match="2 entries but the batch has 3"):
         certified_radii(model, x, [0, 1])

@@ -5,11 +5,15 @@ Every activation ``σ`` on a unit whose pre-activation is known to lie in ``[l, 
 
 * ReLU: exact on stable units; on unstable ones the upper chord and the lower line of slope 0 or 1
   (whichever leaves the smaller area), as in CROWN.
-* A C¹ activation: the chord ``χ`` through ``(l, σ(l))`` and ``(u, σ(u))``, shifted by the interpolation
-  error. With ``e = σ - χ`` (so ``e(l) = e(u) = 0``), ``e(z) = -(z - l)(u - z) σ''(ξ) / 2`` for some ``ξ`` in
-  ``[l, u]`` (Peano's form, valid when σ' is absolutely continuous: ELU with α = 1 included), and
-  ``(z - l)(u - z) / 2 ≤ (u - l)² / 8``, hence ``χ - (u-l)²/8 · max(σ''⁺) ≤ σ ≤ χ + (u-l)²/8 · max((-σ'')⁺)``.
-  On a convex stretch the chord is the exact upper line, on a concave one the exact lower line.
+* A C¹ activation: lines of a slope ``s`` chosen per unit, with offsets from ``K + 1`` grid points
+  ``z_k`` of ``[l, u]`` (spacing ``h = (u - l) / K``). On each grid cell ``φ = σ - s z`` differs from its
+  chord by ``-(z - z_k)(z_{k+1} - z) σ''(ξ) / 2`` for some ``ξ`` in the cell (Peano's form, valid when σ' is
+  absolutely continuous: ELU with α = 1 included), at most ``h²/8 · max σ''`` in size, hence
+  ``min_k φ(z_k) - h²/8 · max(σ''⁺) ≤ φ ≤ max_k φ(z_k) + h²/8 · max((-σ'')⁺)`` on ``[l, u]``: sound for
+  every slope. The slope is picked among the chord, the secants of the cells and the secants from either
+  end to each grid point (these approach CROWN's tangents through an end point) as the one whose line
+  lies closest to σ on the grid, separately for the lower and the upper line. On a convex stretch the
+  chord is the exact upper line, on a concave one the exact lower line.
 * Units where σ' jumps (ELU with α ≠ 1 across 0) and tiny intervals: the constant lines ``min σ``, ``max σ``.
 
 Two uses (section 4.1's constants need intervals of every pre-activation, the certificate needs the
@@ -33,6 +37,9 @@ __all__ = ["Relaxation", "relax", "LinearForm", "apply", "ball_min", "ball_max",
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
 _TINY = 1e-9
+#: Grid cells per unit for the lines of smooth activations: the offsets' error term shrinks as 1 / K².
+_GRID = 8
+_STEPS = torch.arange(_GRID + 1, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,39 @@ def relax(
         b_hi = torch.where(active | inactive, zero, -chord * lo)
         s_lo = torch.where(active, 1.0, torch.where(inactive, 0.0, (hi > -lo).to(lo.dtype)))
         return Relaxation(s_lo, zero, s_hi, b_hi)
-    f_lo, f_hi = layer(lo), layer(hi)
-    slope = (f_hi - f_lo) / width.clamp(min=_TINY)
-    offset = f_lo - slope * lo
-    spread = width * width / 8
-    b_lo = offset - spread * d2[1].clamp(min=0)
-    b_hi = offset + spread * (-d2[0]).clamp(min=0)
     flat = kink | (width < _TINY)
+    step = width.clamp(min=_TINY) / _GRID
+    z = lo[..., None] + step[..., None] * _STEPS.to(lo)  # [..., K + 1]
+    f = layer(z)
+    slopes = _candidate_slopes(z, f)  # [..., S]
+    phi = f[..., None, :] - slopes[..., :, None] * z[..., None, :]  # [..., S, K + 1]
+    spread = (step * step / 8)[..., None]
+    b_lo = phi.min(-1).values - spread * d2[1].clamp(min=0)[..., None]
+    b_hi = phi.max(-1).values + spread * (-d2[0]).clamp(min=0)[..., None]
+    mean = phi.mean(-1)
+    # the line closest to σ on the grid; gaps are compared on a grid of 1e-9 of σ's range, so that
+    # rounding-level differences in [l, u] (a batch against one example) do not flip the choice
+    unit = 1e-9 * (f.amax(-1) - f.amin(-1)).clamp(min=_TINY)[..., None]
+    pick_lo = torch.round((mean - b_lo) / unit).argmin(-1, keepdim=True)
+    pick_hi = torch.round((b_hi - mean) / unit).argmin(-1, keepdim=True)
+    s_lo, s_hi = slopes.gather(-1, pick_lo)[..., 0], slopes.gather(-1, pick_hi)[..., 0]
+    b_lo, b_hi = b_lo.gather(-1, pick_lo)[..., 0], b_hi.gather(-1, pick_hi)[..., 0]
     return Relaxation(
-        torch.where(flat, zero, slope),
+        torch.where(flat, zero, s_lo),
         torch.where(flat, values[0], b_lo),
-        torch.where(flat, zero, slope),
+        torch.where(flat, zero, s_hi),
         torch.where(flat, values[1], b_hi),
     )
+
+
+def _candidate_slopes(z: Tensor, f: Tensor) -> Tensor:
+    """Slopes to try on each unit's grid ``z`` ``[..., K + 1]`` with values ``f``: the chord, every cell's
+    secant, and the secants from each end of the interval to every interior grid point."""
+    cells = (f[..., 1:] - f[..., :-1]) / (z[..., 1:] - z[..., :-1])
+    from_lo = (f[..., 1:-1] - f[..., :1]) / (z[..., 1:-1] - z[..., :1])
+    to_hi = (f[..., -1:] - f[..., 1:-1]) / (z[..., -1:] - z[..., 1:-1])
+    chord = (f[..., -1:] - f[..., :1]) / (z[..., -1:] - z[..., :1])
+    return torch.cat([chord, cells, from_lo, to_hi], -1)
 
 
 @dataclass
