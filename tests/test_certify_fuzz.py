@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,3 +116,49 @@ def test_theorem1_knn_no_flip_on_grid():
                 out = model(grid_ball(x, res.radius, norm))
             assert (out.argmax(1) == i).all() or (out[:, i][:, None] >= out).all()
     assert checked > 0
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 1000),
+    d=st.sampled_from([1, 2]),
+    norm=st.sampled_from(["linf", "l2"]),
+    space=st.sampled_from(["logit", "prob"]),
+    alpha=st.sampled_from([0.3, 3.0]),
+)
+def test_input_splitting_is_sound_and_never_certifies_less(seed, d, norm, space, alpha):
+    g = tiny_mlp(d, 3, seed, nn.Softplus)
+    h = tiny_mlp(d, 3, seed + 1, nn.Tanh)
+    model = AdaptiveSmoothing(g, h, alpha=alpha, mode="jacobian", norm=norm, space=space)
+    x = torch.randn(1, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    i = int(model(x).argmax())
+    for j in (k for k in range(3) if k != i):
+        plain = certified_radius(model, x, i, j, steps=10)
+        split = certified_radius(model, x, i, j, steps=10, split_budget=64)
+        assert split.radius >= plain.radius  # the split check only runs where the whole-ball check failed
+        if split.radius == 0:
+            continue
+        f = margin_fn(model, i, j)
+        assert pgd_min_margin(f, x, split.radius, norm, 1.0) >= 0
+        with torch.no_grad():
+            assert float(f(grid_ball(x, split.radius, norm)).min()) >= 0
+
+
+def test_input_splitting_certifies_several_times_more_on_a_2d_mixture():
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(2, 16), nn.Softplus(), nn.Linear(16, 16), nn.Softplus(), nn.Linear(16, 3)).to(F64)
+    h = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).to(F64)
+    model = AdaptiveSmoothing(g.eval(), h.eval(), alpha=1.0, mode="jacobian", norm="linf")
+    xs = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    plain = split = 0.0
+    for x in xs:
+        i = int(model(x[None]).argmax())
+        plain += certified_radius(model, x[None], i, steps=8).radius
+        split += certified_radius(model, x[None], i, steps=8, split_budget=64).radius
+    assert split > 2 * plain > 0
+
+
+def test_split_budget_must_be_a_nonnegative_integer():
+    model = AdaptiveSmoothing(tiny_mlp(2, 3, 0, nn.Softplus), tiny_mlp(2, 3, 1, nn.Tanh), alpha=1.0, mode="jacobian")
+    with pytest.raises(ValueError, match="split_budget"):
+        certified_radius(model, torch.zeros(1, 2, dtype=F64), 0, split_budget=-1)

@@ -338,14 +338,14 @@ class BallBounds:
         """``K = sup |f_k|``."""
         return _up(_abs_max(self.value_lo, self.value_hi))
 
-    def grad_norm_max(self) -> Tensor:
-        """``M = sup ||∇f_k||_{p*}``."""
-        return _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), self.norm, batch_dims=None))
+    def grad_norm_max(self, norm: Norm | None = None) -> Tensor:
+        """``M = sup ||∇f_k||_{p*}``, p the ball's norm unless ``norm`` names another one."""
+        return _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), norm or self.norm, batch_dims=None))
 
-    def grad_norm_min(self) -> Tensor:
-        """``m = inf ||∇f_k||_{p*}`` (0 when the gradient box contains 0)."""
+    def grad_norm_min(self, norm: Norm | None = None) -> Tensor:
+        """``m = inf ||∇f_k||_{p*}`` (0 when the gradient box contains 0), p as in :meth:`grad_norm_max`."""
         gap = torch.where(self.grad_lo > 0, self.grad_lo, torch.where(self.grad_hi < 0, -self.grad_hi, 0.0))
-        return (dual_norm(gap, self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
+        return (dual_norm(gap, norm or self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
 
     def grad_lipschitz(self) -> Tensor:
         """``Λ ≥ sup ||∇²f_k||_{p→p*}``: Lipschitz constant of ``∇f_k`` on the ball (l_p to its dual)."""

@@ -33,7 +33,8 @@ follow from the proof (whose last display drops a denominator factor, which only
 halvings) at which the theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
 :mod:`robustmix.certify.bounds`, or (``propagation="linear"``, the default) at which linear bounds on the
 mixture's margin itself stay positive with h's weight anywhere in the range the bounds on R allow
-(``_margin_check``). Only ε values whose condition was verified are ever returned.
+(``_margin_check``); with ``split_budget``, also at which that check passes on every box of a cover of
+the ball (:mod:`robustmix.certify.splitting`). Only ε values whose condition was verified are ever returned.
 
 **Empirical mode** (``method="empirical"``): constants estimated by sampling the ball, for models the bound
 propagation cannot handle. Results carry ``certified=False`` and a warning in their repr: they are *not*
@@ -58,12 +59,14 @@ from .._utils.norms import dual_norm, primal_norm
 from ..knn import KNNClassifier
 from .bounds import BallBounds, BoundMethod, CompiledNetwork, _up, compile_network
 from .randomized import RandomizedSmoothing
+from .splitting import split_margin_check
 from .theorems import (
     Theorem1Constants,
     Theorem2Constants,
     knn_constant_on_ball,
     theorem1_radius,
     theorem2_radius,
+    weight_on_h,
 )
 
 __all__ = [
@@ -290,6 +293,7 @@ def certified_radius(
     n_samples: int = 256,
     seed: int = 0,
     propagation: BoundMethod = "linear",
+    split_budget: int = 0,
 ) -> CertResult:
     """The radius within which class ``i`` stays strictly above class ``j`` (above every other class when
     ``j`` is None), on ``B_p(x, ε)`` with p = ``model.norm``, as proved by Theorem 1 or 2 (or a Lipschitz
@@ -305,17 +309,26 @@ def certified_radius(
             propagation, and an ε is also accepted when linear bounds on the mixture's margin itself stay
             positive over the ball (see ``_margin_check``); ``"interval"``: interval bounds and the
             theorems' conditions only (looser, the previous behaviour).
+        split_budget: Theorem 2 with linear propagation only: where the margin check fails on the whole
+            ball, cover the ball with up to this many l_inf boxes, splitting those that fail
+            (:mod:`robustmix.certify.splitting`; pays for inputs of a few dimensions: each split makes
+            ``2^d`` boxes). 0 (default): no splitting.
 
     The result's ``margin`` is positive exactly when i leads at x, and ``leader`` names the class that leads
     among i and its rivals (see :class:`CertResult`).
     """
-    _check_options(model, x, method, steps, propagation)
+    _check_options(model, x, method, steps, propagation, split_budget)
     x, c = _single_example(model, x.detach())
-    problem = _problem(model, x, operator.index(i), _rivals(operator.index(i), j, c), method, steps, n_samples, seed, propagation)
+    problem = _problem(
+        model, x, operator.index(i), _rivals(operator.index(i), j, c), method, steps, n_samples, seed, propagation,
+        split_budget,
+    )
     return _drive([problem])[0]
 
 
-def _check_options(model: CertifiableMixin, x: Tensor, method: str, steps: int, propagation: str) -> None:
+def _check_options(
+    model: CertifiableMixin, x: Tensor, method: str, steps: int, propagation: str, split_budget: int
+) -> None:
     check_choice("method", method, ("bounds", "empirical"))
     check_choice("propagation", propagation, ("linear", "interval"))
     if not isinstance(model, CertifiableMixin):
@@ -324,6 +337,8 @@ def _check_options(model: CertifiableMixin, x: Tensor, method: str, steps: int, 
         raise ValueError("x must be a finite floating-point tensor")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if int(split_budget) != split_budget or split_budget < 0:
+        raise ValueError(f"split_budget must be an integer >= 0, got {split_budget!r}")
 
 
 #: One example's certificate as a generator: it yields the radius ε at which it needs the constants of g
@@ -333,7 +348,7 @@ _Problem = Generator[float, tuple["_Stats | None", "_Stats | None"], CertResult]
 
 def _problem(
     model: CertifiableMixin, x: Tensor, i: int, others: tuple[int, ...], method: CertMethod, steps: int,
-    n_samples: int, seed: int, propagation: BoundMethod,
+    n_samples: int, seed: int, propagation: BoundMethod, split_budget: int = 0,
 ) -> tuple[_Problem, _Model, _Model | None]:
     """The certificate of one example ``x`` ``[1, ...]``: its generator and the models it asks constants of."""
     if isinstance(model.h, RandomizedSmoothing):
@@ -364,7 +379,7 @@ def _problem(
         w = 1.0 if math.isinf(alpha) else (alpha / (1 + alpha) if model.mode == "none" else 0.0)
         # with no weight on h (α = 0) its bounds are never asked for
         return _certify_lipschitz(model, g, h, i, others, w, method, steps), g, (h if w > 0 else None)
-    return _certify_theorem2(model, g, h, i, others, alpha, method, steps), g, h
+    return _certify_theorem2(model, g, h, i, others, alpha, method, steps, split_budget), g, h
 
 
 #: Examples whose bounds are propagated together (memory grows with it: the Hessian terms of a CNN take
@@ -481,15 +496,19 @@ def certified_radii(
     steps = options.pop("steps", 12)
     n_samples, seed = options.pop("n_samples", 256), options.pop("seed", 0)
     propagation = options.pop("propagation", "linear")
+    split_budget = options.pop("split_budget", 0)
     if options:
         raise TypeError(f"certified_radii got unexpected options {sorted(options)}")
-    _check_options(model, x, method, steps, propagation)  # type: ignore[arg-type]
+    _check_options(model, x, method, steps, propagation, split_budget)  # type: ignore[arg-type]
     x = x.detach()
     c = _output_classes(model, x[:1])
     if c is None:
         raise ValueError(f"the model does not accept x[:1] (shape {tuple(x[:1].shape)}) as a batch of one example")
     problems = [
-        _problem(model, x[k : k + 1], classes[k], _rivals(classes[k], j, c), method, steps, n_samples, seed, propagation)  # type: ignore[arg-type]
+        _problem(  # type: ignore[arg-type]
+            model, x[k : k + 1], classes[k], _rivals(classes[k], j, c), method, steps, n_samples, seed, propagation,
+            split_budget,
+        )
         for k in range(len(x))
     ]
     return _drive(problems)
@@ -563,7 +582,7 @@ def _leads(margins: dict[int, float]) -> bool:
     return min(margins.values()) > 0
 
 
-def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, steps) -> _Problem:
+def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, steps, split_budget) -> _Problem:
     eps_c = model.eps_c
     R = g.grad_norm_x / (h.grad_norm_x + eps_c)
     out = _mixture_at_x(g.value_x, h.value_x, R, alpha)
@@ -584,19 +603,20 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
         if all(eps <= theorem2_radius(consts[f"C_{i}"], consts[f"C_{j}"], alpha, margins[j], eps_c) for j in others):
             return {f"{name}[{k}]": getattr(cst, name) for k in (i, *others) for cst in [consts[f"C_{k}"]]
                     for name in ("K_g", "m_g", "M_g", "L_g", "K_h", "m_h", "M_h", "L_h", "R_x")}
-        w_lo = _weight_on_h(alpha, sg.m / (sh.M + eps_c))
-        w_hi = _weight_on_h(alpha, sg.M / (sh.m + eps_c))
-        return _margin_check(sg, sh, None, i, others, w_lo, w_hi, prob=model.space == "prob")
+        w_lo = weight_on_h(alpha, sg.m / (sh.M + eps_c))
+        w_hi = weight_on_h(alpha, sg.M / (sh.m + eps_c))
+        prob = model.space == "prob"
+        found = _margin_check(sg, sh, None, i, others, w_lo, w_hi, prob=prob)
+        if found is None and split_budget and sg.bounds is not None and sg.bounds.relaxations is not None:
+            found = split_margin_check(
+                g.net, h.net, g.x, eps, model.norm, i, others, alpha, eps_c, prob, split_budget  # type: ignore[arg-type]
+            )
+        return found
 
     s0g, s0h = yield 0.0
     hi = _upper_from(lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others)
     r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps)
     return _result(model, i, others, margins, r, method, consts, "theorem2")
-
-
-def _weight_on_h(alpha: float, R: Tensor) -> Tensor:
-    """``w = αR / (1 + αR)``, the weight eq. 5 puts on h, increasing in R (``R = inf`` gives 1)."""
-    return torch.where(torch.isinf(R), torch.ones_like(R), alpha * R / (1 + alpha * R))
 
 
 def _margin_check(
@@ -703,7 +723,7 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
         if all(eps <= theorem1_radius(consts_at(st, i), consts_at(st, j), alpha, margins[j], h_bound) for j in others):
             return {f"{n}[{k}]": getattr(consts_at(st, k), n) for k in (i, *others) for n in ("M", "L")}
         # h is constant on the ball (checked above): its values are known, R_k = ||∇g_k|| lies in [m, M]
-        return _margin_check(st, None, hv, i, others, _weight_on_h(alpha, st.m), _weight_on_h(alpha, st.M), prob)
+        return _margin_check(st, None, hv, i, others, weight_on_h(alpha, st.m), weight_on_h(alpha, st.M), prob)
 
     s0, _ = yield 0.0
     assert s0 is not None

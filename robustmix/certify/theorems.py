@@ -160,3 +160,8 @@ def knn_constant_on_ball(knn: KNNClassifier, x: Tensor, eps: float, norm: str) -
     if int(sure_in.sum()) > k:
         return False
     return labels.numel() == 0 or bool((labels == labels[0]).all())
+
+
+def weight_on_h(alpha: float, R: Tensor) -> Tensor:
+    """``w = αR / (1 + αR)``, the weight eq. 5 puts on h, increasing in R (``R = inf`` gives 1)."""
+    return torch.where(torch.isinf(R), torch.ones_like(R), alpha * R / (1 + alpha * R))

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--w", type=float, default=0.8, help="weight on the smoothed h in the probability mix")
     parser.add_argument("--n", type=int, default=1000, help="Monte Carlo samples per image")
     parser.add_argument("--confidence", type=float, default=0.999, help="confidence of the RS certificates")
+    parser.add_argument(
+        "--split-budget", type=int, default=0,
+        help="Theorem 2: cover the ball with up to this many l_inf boxes where the whole-ball check fails "
+        "(input splitting; for inputs of a few dimensions); 0: off",
+    )
     parser.add_argument("--empirical", action="store_true", help="also print Theorem 2 with sampled constants (NOT certified)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="norm of a --g/--h mixture")
     opt.add_run_arguments(parser)
@@ -68,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
     progress = opt.progress_of(args)
     opt.say(args, f"robustmix certify: {opt.describe_model(args)} on {data.name} ({data.split}), {len(x)} images")
     try:
-        report = certify(model, (x, y), radii=args.radii, progress=progress)
+        report = certify(model, (x, y), radii=args.radii, progress=progress, split_budget=args.split_budget)
     except (ValueError, NotImplementedError) as err:
         raise InputError(f"Theorem 2 cannot certify this model: {err}") from err
     print(f"[CERTIFICATE] Theorem 2 ({model.norm}), {model.mode} mixture alpha={model.alpha}: {report}")
     record = {"theorem2": {"radii": list(report.radii), "accuracy": list(report.accuracy),
-                           "radius_per_example": report.radii_per_sample, "norm": model.norm}}
+                           "radius_per_example": report.radii_per_sample, "norm": model.norm,
+                           "split_budget": args.split_budget}}
     if args.empirical:
         emp = certify(model, (x, y), radii=args.radii, method="empirical", progress=progress)
         print(f"[NOT CERTIFIED] Theorem 2 with sampled constants: {emp}")

@@ -1,0 +1,131 @@
+"""Input splitting (branch and bound over the ball) for the margin check of Theorem 2's mixture.
+
+The certificate of the adaptive mixture needs h's weight ``w_k = αR_k / (1 + αR_k)`` (eq. 5) over the whole
+ball, and the bounds on ``R_k = ||∇g_k||_{p*} / (||∇h_k||_{p*} + eps_c)`` come from elementwise intervals of
+the gradients, which widen quickly with the radius: on a ball a few times smaller than the attack radius
+the lower bound of ``||∇h_k||`` already reaches 0 and ``w_k`` is only known to lie in ``[w_lo, 1]``. Bounds
+on small balls are much tighter, so the ball is covered with l_inf boxes, and the margin ``out_i - out_j``
+is checked on each box with the weights bounded on that box (as ``radius._margin_check`` does on the whole
+ball): a box that fails is split into ``2^d`` boxes of half its radius, until every box passes or the
+budget of boxes is spent. This pays for low-dimensional inputs only (each split multiplies the boxes by
+``2^d``); inputs with ``2^d`` above the budget are not split.
+
+Sound: the boxes always cover the ball (for l_2, boxes that do not meet the ball are dropped), and the
+check on each box is sound for every point of it (linear bounds of g and h over the box, with each
+``w_k`` anywhere in its range on the box: the margin is affine in ``(w_i, w_j)``, so its minimum over
+those ranges is at one of the four corners).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from .._utils.norms import Norm
+from .bounds import BallBounds, CompiledNetwork, _down
+from .linear import backward, ball_min
+from .theorems import weight_on_h
+
+__all__ = ["split_margin_check"]
+
+_F64 = torch.float64
+
+
+def split_margin_check(
+    g: CompiledNetwork,
+    h: CompiledNetwork,
+    x: Tensor,
+    eps: float,
+    norm: Norm,
+    i: int,
+    others: tuple[int, ...],
+    alpha: float,
+    eps_c: float,
+    prob: bool,
+    budget: int,
+) -> dict[str, float] | None:
+    """Certify ``out_i > out_j`` for every ``j`` in ``others`` on ``B_p(x, eps)`` by checking the margin on
+    l_inf boxes that cover the ball, splitting the boxes that fail; at most ``budget`` boxes are checked.
+
+    ``g``, ``h``: the compiled networks (logits, or probabilities when ``prob``); ``x`` one example. Returns
+    the smallest margin lower bound per rival and the number of boxes checked, or None when some box could
+    not be certified within the budget.
+    """
+    d = x.numel()
+    if 2**d > budget:
+        return None  # a single split needs more boxes than allowed
+    children = _child_offsets(d)
+    centre = x.reshape(d).to(_F64)
+    # the ball itself (l_inf) or its bounding box (l_2) is split once: the caller checked the whole ball
+    boxes = _split(centre[None], torch.tensor([float(eps)], dtype=_F64), children)
+    lowest = torch.full((len(others),), torch.inf, dtype=_F64)
+    checked = 0
+    while True:
+        centres, radii = boxes
+        if norm == "l2":
+            keep = _meets_l2_ball(centres, radii, centre, eps)
+            centres, radii = centres[keep], radii[keep]
+        if not centres.shape[0]:
+            break
+        checked += centres.shape[0]
+        if checked > budget:
+            return None
+        passed, low = _boxes_pass(g, h, centres, radii, norm, i, others, alpha, eps_c, prob)
+        if bool(passed.any()):
+            lowest = torch.minimum(lowest, low[passed].min(0).values)
+        boxes = _split(centres[~passed], radii[~passed], children)
+    return {"boxes_checked": float(checked), **{f"margin_lower[{j}]": float(v) for j, v in zip(others, lowest, strict=True)}}
+
+
+def _child_offsets(d: int) -> Tensor:
+    """The centres of the ``2^d`` half-size boxes of a unit-radius box, ``[2^d, d]`` in ``{-1/2, 1/2}^d``."""
+    return torch.tensor(list(itertools.product((-0.5, 0.5), repeat=d)), dtype=_F64)
+
+
+def _split(centres: Tensor, radii: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
+    """Each box ``(centre, radius)`` as its ``2^d`` half-size boxes."""
+    kids = centres[:, None, :] + radii[:, None, None] * offsets[None]
+    return kids.reshape(-1, centres.shape[1]), (radii / 2).repeat_interleave(offsets.shape[0])
+
+
+def _meets_l2_ball(centres: Tensor, radii: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Boxes whose nearest point to ``x`` lies within l_2 distance ``eps`` (with room for rounding)."""
+    gap = ((centres - x).abs() - radii[:, None]).clamp(min=0)
+    return gap.norm(dim=1) <= eps * (1 + 1e-9) + 1e-12
+
+
+def _boxes_pass(
+    g: CompiledNetwork, h: CompiledNetwork, centres: Tensor, radii: Tensor, norm: Norm, i: int,
+    others: tuple[int, ...], alpha: float, eps_c: float, prob: bool,
+) -> tuple[Tensor, Tensor]:
+    """Per box: whether the margin against every rival is positive, and its lower bounds ``[B, n_rivals]``."""
+    gb = g.batch_bounds(centres, radii, "linf", method="linear")
+    hb = h.batch_bounds(centres, radii, "linf", method="linear")
+    # ||∇f_k||_{p*} of the certificate's norm, bounded on each box from the gradient intervals
+    gm, gM, hm, hM = gb.grad_norm_min(norm), gb.grad_norm_max(norm), hb.grad_norm_min(norm), hb.grad_norm_max(norm)
+    w_lo, w_hi = weight_on_h(alpha, gm / (hM + eps_c)), weight_on_h(alpha, gM / (hm + eps_c))  # [B, c]
+    n_boxes, c = w_lo.shape
+    eye = torch.eye(c, dtype=_F64)
+    rows_g, rows_h = [], []
+    for j in others:
+        for wi in (w_lo[:, i], w_hi[:, i]):
+            for wj in (w_lo[:, j], w_hi[:, j]):
+                rows_g.append((1 - wi)[:, None] * eye[i] - (1 - wj)[:, None] * eye[j])
+                rows_h.append(wi[:, None] * eye[i] - wj[:, None] * eye[j])
+    Cg, Ch = torch.stack(rows_g, 1), torch.stack(rows_h, 1)  # [B, 4 n_rivals, c]
+    if prob:
+        low = _interval_lower(Cg, gb) + _interval_lower(Ch, hb)
+    else:
+        assert gb.relaxations is not None and hb.relaxations is not None
+        form = backward(Cg, g.stages, gb.relaxations) + backward(Ch, h.stages, hb.relaxations)
+        low = _down(ball_min(form.A_lo, form.c_lo, centres, radii[:, None], "linf"))
+    per_rival = low.reshape(n_boxes, len(others), 4).min(-1).values
+    smooth = torch.as_tensor(gb.smooth) & torch.as_tensor(hb.smooth)
+    return smooth & (per_rival > 0).all(-1), per_rival
+
+
+def _interval_lower(C: Tensor, b: BallBounds) -> Tensor:
+    """Lower bound of ``C f`` per box from the intervals of ``f`` ``[B, c]``."""
+    return (C.clamp(min=0) @ b.value_lo[..., None] + C.clamp(max=0) @ b.value_hi[..., None])[..., 0]
