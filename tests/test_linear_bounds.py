@@ -13,7 +13,7 @@ from robustmix import AdaptiveSmoothing
 from robustmix.certify import certified_radii, certified_radius
 from robustmix.certify.bounds import activation_ranges, compile_network
 from robustmix.certify.linear import relax
-from tests.test_bounds import sample_ball
+from tests.test_bounds import sample_ball, values_and_grads
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -153,3 +153,29 @@ def test_certified_radii_in_lockstep_equal_certifying_each_example_alone():
         alone = [certified_radius(model, xs[k : k + 1], int(labels[k])) for k in range(6)]
         assert [r.radius for r in together] == [r.radius for r in alone]
         assert together[0].radius == 0 and not together[0].certified
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    act=st.sampled_from([nn.Tanh, nn.Softplus, nn.GELU, nn.ELU]),
+    kind=st.sampled_from(["mlp", "conv"]),
+    seed=st.integers(0, 10_000),
+)
+def test_box_bounds_contain_10000_samples_of_the_box(act, kind, seed):
+    # input splitting bounds boxes with a half-width per coordinate (l_inf)
+    torch.manual_seed(seed)
+    net, shape = _net(kind, act)
+    compiled = compile_network(net, shape)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, compiled.d, generator=gen, dtype=F64)
+    halves = torch.rand(1, compiled.d, generator=gen, dtype=F64) * 0.3
+    b = compiled.batch_bounds(x, halves, "linf")
+    pts = x + (torch.rand(10_000, compiled.d, generator=gen, dtype=F64) * 2 - 1) * halves
+    pts[:2500] = x + torch.sign(pts[:2500] - x) * halves  # vertices
+    vals, grads = values_and_grads(net, pts, False, shape)
+    assert (vals >= b.value_lo).all() and (vals <= b.value_hi).all()
+    if bool(b.smooth[0]):
+        assert (grads >= b.grad_lo - 1e-12).all() and (grads <= b.grad_hi + 1e-12).all()
+    # a box inside the ball of radius max(halves) gets bounds at least as tight as that ball's
+    ball = compiled.batch_bounds(x, halves.max(1).values, "linf")
+    assert (b.value_lo >= ball.value_lo - 1e-12).all() and (b.value_hi <= ball.value_hi + 1e-12).all()

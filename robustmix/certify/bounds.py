@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
-from .linear import LinearForm, Relaxation, apply, backward, ball_min, relax
+from .linear import LinearForm, Relaxation, apply, backward, ball_min, reach, relax
 
 __all__ = ["BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
 
@@ -410,24 +410,33 @@ class CompiledNetwork:
         method: BoundMethod = "linear",
     ) -> BallBounds:
         """:meth:`bounds` for a batch ``xs`` ``[B, ...]``, each example with its own radius ``eps`` ``[B]``, in
-        one pass (every tensor of the result gains a leading batch dim; :meth:`BallBounds.example` picks one)."""
+        one pass (every tensor of the result gains a leading batch dim; :meth:`BallBounds.example` picks one).
+
+        With ``norm="linf"``, ``eps`` may also be ``[B, d]``: per-coordinate half-widths of a box around each
+        example (input splitting, :mod:`robustmix.certify.splitting`); the Hessian-based fields then hold
+        over that box, and :meth:`BallBounds.example` is not available.
+        """
         check_choice("norm", norm, ("linf", "l2"))
         check_choice("method", method, ("linear", "interval"))
         linear = method == "linear"
         x0 = xs.reshape(xs.shape[0], -1).to(_F64)
-        eps = torch.as_tensor(eps, dtype=_F64).reshape(-1)
+        eps = torch.as_tensor(eps, dtype=_F64)
+        box = eps.dim() == 2
+        if box and (norm != "linf" or eps.shape != x0.shape):
+            raise ValueError(f"box half-widths must be [B, {self.d}] with norm='linf'; got {tuple(eps.shape)}, {norm}")
+        eps = eps if box else eps.reshape(-1)
         if x0.shape[1] != self.d or eps.shape[0] != x0.shape[0]:
             raise ValueError(
                 f"xs must be [B, {self.in_shape}] with one radius per example; got {tuple(xs.shape)} and {eps.shape[0]} radii"
             )
         if not bool((torch.isfinite(eps) & (eps >= 0)).all()):
             raise ValueError(f"eps must be finite and >= 0, got {eps.tolist()}")
-        e = eps[:, None]
+        e = eps if box else eps[:, None]
         n_batch = x0.shape[0]
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
-        rad = e * dual_norm(first.W, norm, batch_dims=None)
+        rad = reach(first.W, e, norm)
         zlo, zhi = zc - rad, zc + rad
         Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
@@ -441,7 +450,7 @@ class CompiledNetwork:
                 alo, ahi = alo + st.b, ahi + st.b
                 Jlo, Jhi = _matmul_exact(st.op, Jlo, Jhi, st.op_abs)
                 z_at_x = apply(st.op, z_at_x) + st.b
-                mv = e * dual_norm(_abs_max(Jlo, Jhi), norm, batch_dims=None)
+                mv = reach(_abs_max(Jlo, Jhi), e, norm)
                 zlo, zhi = torch.maximum(alo, z_at_x - mv), torch.minimum(ahi, z_at_x + mv)
                 if linear:
                     lin = lin.through_affine(st.op, st.op_abs, st.b)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
 
-__all__ = ["Relaxation", "relax", "LinearForm", "apply", "ball_min", "ball_max", "backward"]
+__all__ = ["Relaxation", "relax", "LinearForm", "apply", "reach", "ball_min", "ball_max", "backward"]
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
 _TINY = 1e-9
@@ -152,14 +152,23 @@ def apply(op: Tensor, X: Tensor) -> Tensor:
     return (op @ X.transpose(0, 1).reshape(n, B * k)).reshape(-1, B, k).transpose(0, 1)
 
 
+def reach(A: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
+    """``max |A δ|`` row by row over the ball ``||δ||_p ≤ eps``: ``eps ||A_row||_{p*}`` (``eps`` a float or
+    ``[B, 1]``); over a box of half-widths ``eps`` ``[B, d]`` (l_inf only, ``d > 1``): ``|A_row| · eps``."""
+    if isinstance(eps, Tensor) and eps.dim() == 2 and eps.shape[1] > 1:
+        return (A.abs() @ eps[:, :, None])[..., 0] if A.dim() == 3 else eps @ A.abs().T
+    return eps * dual_norm(A, norm, batch_dims=None)
+
+
 def ball_min(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
-    """``min over ||x' - x0||_p ≤ eps`` of ``A x' + c``, row by row: ``A x0 + c - eps ||A_row||_{p*}``."""
-    return (A @ x0[..., None])[..., 0] + c - eps * dual_norm(A, norm, batch_dims=None)
+    """``min over ||x' - x0||_p ≤ eps`` of ``A x' + c``, row by row: ``A x0 + c - eps ||A_row||_{p*}``
+    (over a box of half-widths ``eps`` ``[B, d]``: see :func:`reach`)."""
+    return (A @ x0[..., None])[..., 0] + c - reach(A, eps, norm)
 
 
 def ball_max(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
-    """``max over the ball`` of ``A x' + c``, row by row."""
-    return (A @ x0[..., None])[..., 0] + c + eps * dual_norm(A, norm, batch_dims=None)
+    """``max over the ball`` (or box) of ``A x' + c``, row by row."""
+    return (A @ x0[..., None])[..., 0] + c + reach(A, eps, norm)
 
 
 def backward(C: Tensor, stages: list, relaxations: list[Relaxation]) -> LinearForm:

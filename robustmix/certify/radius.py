@@ -310,9 +310,9 @@ def certified_radius(
             positive over the ball (see ``_margin_check``); ``"interval"``: interval bounds and the
             theorems' conditions only (looser, the previous behaviour).
         split_budget: Theorem 2 with linear propagation only: where the margin check fails on the whole
-            ball, cover the ball with up to this many l_inf boxes, splitting those that fail
-            (:mod:`robustmix.certify.splitting`; pays for inputs of a few dimensions: each split makes
-            ``2^d`` boxes). 0 (default): no splitting.
+            ball, cover the ball with up to this many l_inf boxes, cutting those that fail in two
+            (:mod:`robustmix.certify.splitting`; pays for inputs of a few dimensions). 0 (default): no
+            splitting.
 
     The result's ``margin`` is positive exactly when i leads at x, and ``leader`` names the class that leads
     among i and its rivals (see :class:`CertResult`).

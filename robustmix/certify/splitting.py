@@ -6,9 +6,9 @@ the gradients, which widen quickly with the radius: on a ball a few times smalle
 the lower bound of ``||∇h_k||`` already reaches 0 and ``w_k`` is only known to lie in ``[w_lo, 1]``. Bounds
 on small balls are much tighter, so the ball is covered with l_inf boxes, and the margin ``out_i - out_j``
 is checked on each box with the weights bounded on that box (as ``radius._margin_check`` does on the whole
-ball): a box that fails is split into ``2^d`` boxes of half its radius, until every box passes or the
-budget of boxes is spent. This pays for low-dimensional inputs only (each split multiplies the boxes by
-``2^d``); inputs with ``2^d`` above the budget are not split.
+ball): a box that fails is cut in two across the coordinate where its width times the outputs'
+sensitivity is largest, until every box passes or the budget of boxes is spent. The number of boxes
+needed grows quickly with the input dimension, so this pays for inputs of a few dimensions.
 
 Sound: the boxes always cover the ball (for l_2, boxes that do not meet the ball are dropped), and the
 check on each box is sound for every point of it (linear bounds of g and h over the box, with each
@@ -18,13 +18,11 @@ those ranges is at one of the four corners).
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
 from .._utils.norms import Norm
-from .bounds import BallBounds, CompiledNetwork, _down
+from .bounds import BallBounds, CompiledNetwork, _abs_max, _down
 from .linear import backward, ball_min
 from .theorems import weight_on_h
 
@@ -54,55 +52,52 @@ def split_margin_check(
     not be certified within the budget.
     """
     d = x.numel()
-    if 2**d > budget:
-        return None  # a single split needs more boxes than allowed
-    children = _child_offsets(d)
     centre = x.reshape(d).to(_F64)
-    # the ball itself (l_inf) or its bounding box (l_2) is split once: the caller checked the whole ball
-    boxes = _split(centre[None], torch.tensor([float(eps)], dtype=_F64), children)
+    # boxes: centres [B, d] and half-widths [B, d]; the first covers the ball (for l_inf it is the ball)
+    centres, halves = centre[None], torch.full((1, d), float(eps), dtype=_F64)
     lowest = torch.full((len(others),), torch.inf, dtype=_F64)
     checked = 0
-    while True:
-        centres, radii = boxes
-        if norm == "l2":
-            keep = _meets_l2_ball(centres, radii, centre, eps)
-            centres, radii = centres[keep], radii[keep]
-        if not centres.shape[0]:
-            break
+    while centres.shape[0]:
         checked += centres.shape[0]
         if checked > budget:
             return None
-        passed, low = _boxes_pass(g, h, centres, radii, norm, i, others, alpha, eps_c, prob)
+        passed, low, influence = _boxes_pass(g, h, centres, halves, norm, i, others, alpha, eps_c, prob)
         if bool(passed.any()):
             lowest = torch.minimum(lowest, low[passed].min(0).values)
-        boxes = _split(centres[~passed], radii[~passed], children)
+        failed = ~passed
+        centres, halves = _split(centres[failed], halves[failed], influence[failed])
+        if norm == "l2":
+            keep = _meets_l2_ball(centres, halves, centre, eps)
+            centres, halves = centres[keep], halves[keep]
     return {"boxes_checked": float(checked), **{f"margin_lower[{j}]": float(v) for j, v in zip(others, lowest, strict=True)}}
 
 
-def _child_offsets(d: int) -> Tensor:
-    """The centres of the ``2^d`` half-size boxes of a unit-radius box, ``[2^d, d]`` in ``{-1/2, 1/2}^d``."""
-    return torch.tensor(list(itertools.product((-0.5, 0.5), repeat=d)), dtype=_F64)
+def _split(centres: Tensor, halves: Tensor, influence: Tensor) -> tuple[Tensor, Tensor]:
+    """Each box as two halves, cut across the coordinate where its width times the outputs' sensitivity
+    to that coordinate (``influence`` ``[B, d]``, from the gradient bounds on the box) is largest."""
+    k = (halves * influence).argmax(1)
+    rows = torch.arange(centres.shape[0])
+    step = torch.zeros_like(centres)
+    step[rows, k] = halves[rows, k] / 2
+    new_halves = halves.clone()
+    new_halves[rows, k] = halves[rows, k] / 2
+    return torch.cat([centres - step, centres + step]), torch.cat([new_halves, new_halves])
 
 
-def _split(centres: Tensor, radii: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-    """Each box ``(centre, radius)`` as its ``2^d`` half-size boxes."""
-    kids = centres[:, None, :] + radii[:, None, None] * offsets[None]
-    return kids.reshape(-1, centres.shape[1]), (radii / 2).repeat_interleave(offsets.shape[0])
-
-
-def _meets_l2_ball(centres: Tensor, radii: Tensor, x: Tensor, eps: float) -> Tensor:
+def _meets_l2_ball(centres: Tensor, halves: Tensor, x: Tensor, eps: float) -> Tensor:
     """Boxes whose nearest point to ``x`` lies within l_2 distance ``eps`` (with room for rounding)."""
-    gap = ((centres - x).abs() - radii[:, None]).clamp(min=0)
+    gap = ((centres - x).abs() - halves).clamp(min=0)
     return gap.norm(dim=1) <= eps * (1 + 1e-9) + 1e-12
 
 
 def _boxes_pass(
-    g: CompiledNetwork, h: CompiledNetwork, centres: Tensor, radii: Tensor, norm: Norm, i: int,
+    g: CompiledNetwork, h: CompiledNetwork, centres: Tensor, halves: Tensor, norm: Norm, i: int,
     others: tuple[int, ...], alpha: float, eps_c: float, prob: bool,
-) -> tuple[Tensor, Tensor]:
-    """Per box: whether the margin against every rival is positive, and its lower bounds ``[B, n_rivals]``."""
-    gb = g.batch_bounds(centres, radii, "linf", method="linear")
-    hb = h.batch_bounds(centres, radii, "linf", method="linear")
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per box: whether the margin against every rival is positive, its lower bounds ``[B, n_rivals]``, and
+    how strongly g's and h's outputs can move with each coordinate (summed gradient magnitudes ``[B, d]``)."""
+    gb = g.batch_bounds(centres, halves, "linf", method="linear")
+    hb = h.batch_bounds(centres, halves, "linf", method="linear")
     # ||∇f_k||_{p*} of the certificate's norm, bounded on each box from the gradient intervals
     gm, gM, hm, hM = gb.grad_norm_min(norm), gb.grad_norm_max(norm), hb.grad_norm_min(norm), hb.grad_norm_max(norm)
     w_lo, w_hi = weight_on_h(alpha, gm / (hM + eps_c)), weight_on_h(alpha, gM / (hm + eps_c))  # [B, c]
@@ -120,10 +115,11 @@ def _boxes_pass(
     else:
         assert gb.relaxations is not None and hb.relaxations is not None
         form = backward(Cg, g.stages, gb.relaxations) + backward(Ch, h.stages, hb.relaxations)
-        low = _down(ball_min(form.A_lo, form.c_lo, centres, radii[:, None], "linf"))
+        low = _down(ball_min(form.A_lo, form.c_lo, centres, halves, "linf"))
     per_rival = low.reshape(n_boxes, len(others), 4).min(-1).values
     smooth = torch.as_tensor(gb.smooth) & torch.as_tensor(hb.smooth)
-    return smooth & (per_rival > 0).all(-1), per_rival
+    influence = (_abs_max(gb.grad_lo, gb.grad_hi) + _abs_max(hb.grad_lo, hb.grad_hi)).sum(1)
+    return smooth & (per_rival > 0).all(-1), per_rival, influence
 
 
 def _interval_lower(C: Tensor, b: BallBounds) -> Tensor:
