@@ -162,3 +162,29 @@ def test_split_budget_must_be_a_nonnegative_integer():
     model = AdaptiveSmoothing(tiny_mlp(2, 3, 0, nn.Softplus), tiny_mlp(2, 3, 1, nn.Tanh), alpha=1.0, mode="jacobian")
     with pytest.raises(ValueError, match="split_budget"):
         certified_radius(model, torch.zeros(1, 2, dtype=F64), 0, split_budget=-1)
+
+
+@pytest.mark.parametrize("mode_alpha", [("none", 1.0), ("jacobian", 0.0), ("jacobian", 1.0)])
+def test_a_unit_far_from_zero_cannot_inflate_the_radius(mode_alpha):
+    # a hidden unit 1e-9 x + 1e7: its interval is far narrower than the spacing of floats near 1e7
+    # (found by review: NaN lines once let the Lipschitz certificate accept an unverified radius)
+    def net() -> nn.Module:
+        m = nn.Sequential(nn.Linear(1, 2), nn.Softplus(), nn.Linear(2, 2), nn.Softplus(), nn.Linear(2, 3)).to(F64)
+        with torch.no_grad():
+            m[0].weight[:] = torch.tensor([[1e-9], [1.0]])
+            m[0].bias[:] = torch.tensor([1e7, 0.0])
+            m[2].weight[:] = torch.eye(2)
+            m[2].bias.zero_()
+            m[4].weight[:] = torch.tensor([[0.0, -5.0], [0.0, 0.0], [0.0, 0.0]])
+            m[4].bias[:] = torch.tensor([0.0, -1.0, -100.0])
+            m[4].bias[0] = 5 * float(m[:4](torch.zeros(1, 1, dtype=F64))[0, 1])
+        return m.eval()
+
+    mode, alpha = mode_alpha
+    model = AdaptiveSmoothing(net(), net(), alpha=alpha, mode=mode, norm="linf")
+    x = torch.zeros(1, 1, dtype=F64)
+    res = certified_radius(model, x, 0, 1, steps=12, split_budget=16 if mode == "jacobian" and alpha else 0)
+    assert res.certified and res.radius > 0
+    f = margin_fn(model, 0, 1)
+    with torch.no_grad():
+        assert float(f(grid_ball(x, res.radius, "linf")).min()) >= 0

@@ -179,3 +179,35 @@ def test_box_bounds_contain_10000_samples_of_the_box(act, kind, seed):
     # a box inside the ball of radius max(halves) gets bounds at least as tight as that ball's
     ball = compiled.batch_bounds(x, halves.max(1).values, "linf")
     assert (b.value_lo >= ball.value_lo - 1e-12).all() and (b.value_hi <= ball.value_hi + 1e-12).all()
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.SiLU])
+def test_lines_stay_finite_and_sound_where_grid_points_coincide(act):
+    # |l| far larger than the width: the grid points round to the same floats and a secant is 0/0
+    layer = act()
+    lo = torch.tensor([1e7, -1e7, 3.0], dtype=F64)
+    hi = lo + torch.tensor([1e-8, 1e-8, 1e-15], dtype=F64) * lo.abs()
+    values, _, d2, kink = activation_ranges(layer, lo, hi)
+    r = relax(layer, lo, hi, values, d2, kink)
+    for t in (r.s_lo, r.b_lo, r.s_hi, r.b_hi):
+        assert bool(torch.isfinite(t).all())
+    z = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0, 1, 1001, dtype=F64)
+    fz = layer(z)
+    tol = 1e-9 * (1 + fz.abs())
+    assert bool((fz >= r.s_lo[:, None] * z + r.b_lo[:, None] - tol).all())
+    assert bool((fz <= r.s_hi[:, None] * z + r.b_hi[:, None] + tol).all())
+
+
+def test_softplus_lines_hold_across_torchs_threshold_and_other_thresholds_are_refused():
+    layer = nn.Softplus()  # z itself above beta * z = 20: a step down of about 2e-9 there
+    lo = torch.tensor([19.0, 19.9999, 15.0], dtype=F64)
+    hi = torch.tensor([21.0, 20.0001, 25.0], dtype=F64)
+    values, _, d2, kink = activation_ranges(layer, lo, hi)
+    r = relax(layer, lo, hi, values, d2, kink)
+    z = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0, 1, 100_001, dtype=F64)
+    fz = layer(z)
+    assert bool((fz >= r.s_lo[:, None] * z + r.b_lo[:, None]).all())
+    assert bool((fz <= r.s_hi[:, None] * z + r.b_hi[:, None]).all())
+    assert bool((fz >= values[0][:, None]).all() and (fz <= values[1][:, None]).all())
+    with pytest.raises(NotImplementedError, match="threshold"):
+        compile_network(nn.Sequential(nn.Linear(2, 3), nn.Softplus(threshold=1.0), nn.Linear(3, 2)), (2,))

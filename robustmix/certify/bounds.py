@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
-from .linear import LinearForm, Relaxation, apply, backward, ball_min, reach, relax
+from .linear import LinearForm, Relaxation, apply, backward, ball_min, reach, relax, softplus_jump
 
 __all__ = ["BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
 
@@ -219,6 +219,11 @@ def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
         return (elu(lo), elu(hi)), d1, (d2_lo, d2_hi), kink
     if isinstance(layer, nn.Softplus):
         parts = _softplus_parts(float(layer.beta))
+        jump = softplus_jump(layer)  # the step at torch's threshold (values only: see softplus_jump)
+        d0 = _range(parts.d[0], tuple(parts.crit[0]), lo, hi)
+        d1 = _range(parts.d[1], tuple(parts.crit[1]), lo, hi)
+        d2 = _range(parts.d[2], tuple(parts.crit[2]), lo, hi)
+        return (d0[0] - jump, d0[1] + jump), d1, d2, kink
     elif isinstance(layer, nn.GELU):
         if layer.approximate != "none":
             raise NotImplementedError("GELU(approximate='tanh') is not supported; use the exact GELU()")
@@ -558,6 +563,11 @@ def _flatten_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _check_layer(m: nn.Module) -> None:
+    if isinstance(m, nn.Softplus) and float(m.threshold) != 20.0:
+        raise NotImplementedError(
+            f"Softplus(threshold={m.threshold}) switches to z with a step of {softplus_jump(m):.3g}; only the "
+            "default threshold 20 (a step of about 2e-9, accounted for) is supported"
+        )
     if isinstance(m, (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)) and m.training:
         raise ValueError(f"{type(m).__name__} is in training mode; call .eval() before certifying")
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not m.track_running_stats:

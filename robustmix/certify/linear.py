@@ -26,6 +26,7 @@ absorbed by the caller's final widening.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
 
-__all__ = ["Relaxation", "relax", "LinearForm", "apply", "reach", "ball_min", "ball_max", "backward"]
+__all__ = ["Relaxation", "relax", "softplus_jump", "LinearForm", "apply", "reach", "ball_min", "ball_max", "backward"]
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
 _TINY = 1e-9
@@ -66,15 +67,18 @@ def relax(
         b_hi = torch.where(active | inactive, zero, -chord * lo)
         s_lo = torch.where(active, 1.0, torch.where(inactive, 0.0, (hi > -lo).to(lo.dtype)))
         return Relaxation(s_lo, zero, s_hi, b_hi)
-    flat = kink | (width < _TINY)
     step = width.clamp(min=_TINY) / _GRID
-    z = lo[..., None] + step[..., None] * _STEPS.to(lo)  # [..., K + 1]
+    z = lo[..., None] + step[..., None] * _STEPS.to(lo)  # [..., K + 1], nondecreasing: the cells cover [l, u]
+    z[..., -1] = torch.maximum(hi, lo)
     f = layer(z)
-    slopes = _candidate_slopes(z, f)  # [..., S]
+    # any finite slope gives valid lines; where grid points coincide in floating point (|l| much larger
+    # than the width) a secant is 0/0, and that candidate becomes slope 0
+    slopes = torch.nan_to_num(_candidate_slopes(z, f), nan=0.0, posinf=0.0, neginf=0.0)  # [..., S]
     phi = f[..., None, :] - slopes[..., :, None] * z[..., None, :]  # [..., S, K + 1]
     spread = (step * step / 8)[..., None]
-    b_lo = phi.min(-1).values - spread * d2[1].clamp(min=0)[..., None]
-    b_hi = phi.max(-1).values + spread * (-d2[0]).clamp(min=0)[..., None]
+    jump = softplus_jump(layer)  # torch's Softplus is z itself above its threshold: a step of this size
+    b_lo = phi.min(-1).values - spread * d2[1].clamp(min=0)[..., None] - jump
+    b_hi = phi.max(-1).values + spread * (-d2[0]).clamp(min=0)[..., None] + jump
     mean = phi.mean(-1)
     # the line closest to σ on the grid; gaps are compared on a grid of 1e-9 of σ's range, so that
     # rounding-level differences in [l, u] (a batch against one example) do not flip the choice
@@ -83,12 +87,23 @@ def relax(
     pick_hi = torch.round((b_hi - mean) / unit).argmin(-1, keepdim=True)
     s_lo, s_hi = slopes.gather(-1, pick_lo)[..., 0], slopes.gather(-1, pick_hi)[..., 0]
     b_lo, b_hi = b_lo.gather(-1, pick_lo)[..., 0], b_hi.gather(-1, pick_hi)[..., 0]
+    finite = torch.isfinite(s_lo) & torch.isfinite(b_lo) & torch.isfinite(s_hi) & torch.isfinite(b_hi)
+    flat = kink | (width < _TINY) | ~finite
     return Relaxation(
         torch.where(flat, zero, s_lo),
         torch.where(flat, values[0], b_lo),
         torch.where(flat, zero, s_hi),
         torch.where(flat, values[1], b_hi),
     )
+
+
+def softplus_jump(layer: nn.Module) -> float:
+    """How far torch's ``Softplus`` (``z`` itself where ``βz`` exceeds its threshold) steps down at the
+    threshold from the smooth ``log(1 + e^{βz})/β``: ``log1p(e^{-threshold})/β`` (2e-9 by default); 0 for
+    every other activation."""
+    if not isinstance(layer, nn.Softplus):
+        return 0.0
+    return math.log1p(math.exp(-float(layer.threshold))) / float(layer.beta)
 
 
 def _candidate_slopes(z: Tensor, f: Tensor) -> Tensor:

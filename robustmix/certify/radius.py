@@ -200,7 +200,11 @@ class _Model:
             reach = _up(lip * eps)
             m = torch.maximum(m, (self.grad_norm_x - reach) * (1 - 1e-9)).clamp(min=0)
             M = torch.minimum(M, _up(self.grad_norm_x + reach))
-        return _Stats(b.abs_value_max(), m, M, lip, b)
+        K = b.abs_value_max()
+        bounds = (K, m, M, lip, b.value_lo, b.value_hi)
+        if not all(bool(torch.isfinite(t).all()) for t in bounds):
+            return None  # a bound that is not a number certifies nothing (fail closed)
+        return _Stats(K, m, M, lip, b)
 
     def _sampled_stats(self, eps: float) -> _Stats:
         pts = _sample_ball(self.x, eps, self.norm, self.n_samples, self.seed)
@@ -220,7 +224,8 @@ class _Model:
             C = torch.zeros(1, self.value_x.shape[0], dtype=_F64)
             C[0, i], C[0, j] = 1.0, -1.0
             b = self.net.bounds(self.x, eps, self.norm, functionals=C, method=self.propagation)  # type: ignore[arg-type]
-            return float(b.grad_norm_max()[0]) if b.smooth else None
+            value = float(b.grad_norm_max()[0])
+            return value if b.smooth and math.isfinite(value) else None
         pts = _sample_ball(self.x, eps, self.norm, self.n_samples, self.seed)
         _, grads = self._values_grads(pts)
         return float(dual_norm(grads[:, i] - grads[:, j], self.norm, batch_dims=None).max())
@@ -754,7 +759,7 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
         consts = {}
         for j in others:
             L = lip(eps, j)
-            if L is None or eps * L > abs(margins[j]):
+            if L is None or not eps * L <= abs(margins[j]):  # fails closed on NaN
                 return (yield from margin_check(eps))
             consts[f"lip[{j}]"] = L
         return consts
