@@ -188,3 +188,21 @@ def test_a_unit_far_from_zero_cannot_inflate_the_radius(mode_alpha):
     f = margin_fn(model, 0, 1)
     with torch.no_grad():
         assert float(f(grid_ball(x, res.radius, "linf")).min()) >= 0
+
+
+def test_split_halves_cover_their_box_in_exact_arithmetic():
+    # the bounds treat a box (c, r) as the real box [c - r, c + r]: the two halves' real boxes, with their
+    # centres and half-widths as rounded, must cover the parent's (checked exactly, with fractions)
+    from fractions import Fraction
+
+    from robustmix.certify.splitting import _split
+
+    gen = torch.Generator().manual_seed(0)
+    centres = (torch.rand(200, 3, generator=gen, dtype=F64) - 0.5) * 2e3
+    halves = torch.rand(200, 3, generator=gen, dtype=F64) * 1e-7 + 1e-12
+    kids_c, kids_h = _split(centres, halves, torch.rand(200, 3, generator=gen, dtype=F64))
+    for n in range(200):
+        for a in range(3):
+            c, r = Fraction(float(centres[n, a])), Fraction(float(halves[n, a]))
+            (c1, r1), (c2, r2) = [(Fraction(float(kids_c[m, a])), Fraction(float(kids_h[m, a]))) for m in (n, n + 200)]
+            assert c1 - r1 <= c - r and c2 + r2 >= c + r and c1 + r1 >= c2 - r2

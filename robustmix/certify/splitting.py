@@ -80,7 +80,9 @@ def _split(centres: Tensor, halves: Tensor, influence: Tensor) -> tuple[Tensor, 
     step = torch.zeros_like(centres)
     step[rows, k] = halves[rows, k] / 2
     new_halves = halves.clone()
-    new_halves[rows, k] = halves[rows, k] / 2
+    # a few ulps wider than half, so that the two halves still overlap after rounding c ± h/2
+    slack = 4 * torch.finfo(_F64).eps * (centres[rows, k].abs() + halves[rows, k])
+    new_halves[rows, k] = halves[rows, k] / 2 + slack
     return torch.cat([centres - step, centres + step]), torch.cat([new_halves, new_halves])
 
 
