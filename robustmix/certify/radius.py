@@ -59,7 +59,7 @@ from .._utils.norms import dual_norm, primal_norm
 from ..knn import KNNClassifier
 from .bounds import BallBounds, BoundMethod, CompiledNetwork, _up, compile_network
 from .randomized import RandomizedSmoothing
-from .splitting import split_margin_check
+from .splitting import corner_rows, interval_lower, split_margin_check
 from .theorems import (
     Theorem1Constants,
     Theorem2Constants,
@@ -641,23 +641,13 @@ def _margin_check(
         return None  # sampled estimates: not a bound
     if sg.bounds.relaxations is None:
         return None  # propagation="interval": the theorems' conditions only
-    c = sg.M.shape[0]
-    eye = torch.eye(c, dtype=_F64)
-    rows_g, rows_h = [], []
-    for j in others:
-        for wi in (float(w_lo[i]), float(w_hi[i])):
-            for wj in (float(w_lo[j]), float(w_hi[j])):
-                rows_g.append((1 - wi) * eye[i] - (1 - wj) * eye[j])
-                rows_h.append(wi * eye[i] - wj * eye[j])
-    Cg, Ch = torch.stack(rows_g), torch.stack(rows_h)
+    Cg, Ch = corner_rows(w_lo.to(_F64), w_hi.to(_F64), i, others)
     if h_values is not None:
         const = Ch @ h_values.to(_F64)
     if prob:
-        gb = sg.bounds
-        low = Cg.clamp(min=0) @ gb.value_lo + Cg.clamp(max=0) @ gb.value_hi
+        low = interval_lower(Cg, sg.bounds)
         if sh is not None:
-            hb = sh.bounds
-            low = low + Ch.clamp(min=0) @ hb.value_lo + Ch.clamp(max=0) @ hb.value_hi
+            low = low + interval_lower(Ch, sh.bounds)
     else:
         form = sg.bounds.logit_form(Cg)
         if sh is not None:

@@ -26,7 +26,7 @@ from .bounds import BallBounds, CompiledNetwork, _abs_max, _down
 from .linear import backward, ball_min
 from .theorems import weight_on_h
 
-__all__ = ["split_margin_check"]
+__all__ = ["split_margin_check", "corner_rows", "interval_lower"]
 
 _F64 = torch.float64
 
@@ -103,27 +103,33 @@ def _boxes_pass(
     # ||∇f_k||_{p*} of the certificate's norm, bounded on each box from the gradient intervals
     gm, gM, hm, hM = gb.grad_norm_min(norm), gb.grad_norm_max(norm), hb.grad_norm_min(norm), hb.grad_norm_max(norm)
     w_lo, w_hi = weight_on_h(alpha, gm / (hM + eps_c)), weight_on_h(alpha, gM / (hm + eps_c))  # [B, c]
-    n_boxes, c = w_lo.shape
-    eye = torch.eye(c, dtype=_F64)
-    rows_g, rows_h = [], []
-    for j in others:
-        for wi in (w_lo[:, i], w_hi[:, i]):
-            for wj in (w_lo[:, j], w_hi[:, j]):
-                rows_g.append((1 - wi)[:, None] * eye[i] - (1 - wj)[:, None] * eye[j])
-                rows_h.append(wi[:, None] * eye[i] - wj[:, None] * eye[j])
-    Cg, Ch = torch.stack(rows_g, 1), torch.stack(rows_h, 1)  # [B, 4 n_rivals, c]
+    Cg, Ch = corner_rows(w_lo, w_hi, i, others)  # [B, 4 n_rivals, c]
     if prob:
-        low = _interval_lower(Cg, gb) + _interval_lower(Ch, hb)
+        low = interval_lower(Cg, gb) + interval_lower(Ch, hb)
     else:
         assert gb.relaxations is not None and hb.relaxations is not None
         form = backward(Cg, g.stages, gb.relaxations) + backward(Ch, h.stages, hb.relaxations)
         low = _down(ball_min(form.A_lo, form.c_lo, centres, halves, "linf"))
-    per_rival = low.reshape(n_boxes, len(others), 4).min(-1).values
+    per_rival = low.reshape(centres.shape[0], len(others), 4).min(-1).values
     smooth = torch.as_tensor(gb.smooth) & torch.as_tensor(hb.smooth)
     influence = (_abs_max(gb.grad_lo, gb.grad_hi) + _abs_max(hb.grad_lo, hb.grad_hi)).sum(1)
     return smooth & (per_rival > 0).all(-1), per_rival, influence
 
 
-def _interval_lower(C: Tensor, b: BallBounds) -> Tensor:
-    """Lower bound of ``C f`` per box from the intervals of ``f`` ``[B, c]``."""
+def corner_rows(w_lo: Tensor, w_hi: Tensor, i: int, others: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The margins ``out_i - out_j = (1 - w_i) g_i + w_i h_i - (1 - w_j) g_j - w_j h_j`` at the four corners
+    of h's weights ``(w_i, w_j)`` for each rival ``j``, as rows ``C_g``, ``C_h`` ``[..., 4 n_rivals, c]`` of g's
+    and h's outputs (weights ``[..., c]``, optionally batched; rival by rival, four corners each)."""
+    eye = torch.eye(w_lo.shape[-1], dtype=w_lo.dtype)
+    rows_g, rows_h = [], []
+    for j in others:
+        for wi in (w_lo[..., i], w_hi[..., i]):
+            for wj in (w_lo[..., j], w_hi[..., j]):
+                rows_g.append((1 - wi)[..., None] * eye[i] - (1 - wj)[..., None] * eye[j])
+                rows_h.append(wi[..., None] * eye[i] - wj[..., None] * eye[j])
+    return torch.stack(rows_g, -2), torch.stack(rows_h, -2)
+
+
+def interval_lower(C: Tensor, b: BallBounds) -> Tensor:
+    """Lower bound of ``C f`` from the intervals of ``f`` (``C`` ``[..., K, c]``, intervals ``[..., c]``)."""
     return (C.clamp(min=0) @ b.value_lo[..., None] + C.clamp(max=0) @ b.value_hi[..., None])[..., 0]
