@@ -219,11 +219,6 @@ def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
         return (elu(lo), elu(hi)), d1, (d2_lo, d2_hi), kink
     if isinstance(layer, nn.Softplus):
         parts = _softplus_parts(float(layer.beta))
-        jump = softplus_jump(layer)  # the step at torch's threshold (values only: see softplus_jump)
-        d0 = _range(parts.d[0], tuple(parts.crit[0]), lo, hi)
-        d1 = _range(parts.d[1], tuple(parts.crit[1]), lo, hi)
-        d2 = _range(parts.d[2], tuple(parts.crit[2]), lo, hi)
-        return (d0[0] - jump, d0[1] + jump), d1, d2, kink
     elif isinstance(layer, nn.GELU):
         if layer.approximate != "none":
             raise NotImplementedError("GELU(approximate='tanh') is not supported; use the exact GELU()")
@@ -233,7 +228,8 @@ def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
     d0 = _range(parts.d[0], tuple(parts.crit[0]), lo, hi)
     d1 = _range(parts.d[1], tuple(parts.crit[1]), lo, hi)
     d2 = _range(parts.d[2], tuple(parts.crit[2]), lo, hi)
-    return d0, d1, d2, kink
+    jump = softplus_jump(layer)  # torch's Softplus steps at its threshold (values only; 0 for the others)
+    return (d0[0] - jump, d0[1] + jump), d1, d2, kink
 
 
 # -- interval helpers ------------------------------------------------------------------------------------
