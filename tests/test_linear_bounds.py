@@ -11,8 +11,8 @@ from torch import nn
 
 from robustmix import AdaptiveSmoothing
 from robustmix.certify import certified_radii, certified_radius
-from robustmix.certify.bounds import activation_ranges, compile_network
-from robustmix.certify.linear import relax
+from robustmix.certify.bounds import activation_ranges, compile_network, slope_lines
+from robustmix.certify.linear import LinearForm, product, relax
 from tests.test_bounds import sample_ball, values_and_grads
 
 torch.set_num_threads(1)
@@ -211,3 +211,105 @@ def test_softplus_lines_hold_across_torchs_threshold_and_other_thresholds_are_re
     assert bool((fz >= values[0][:, None]).all() and (fz <= values[1][:, None]).all())
     with pytest.raises(NotImplementedError, match="threshold"):
         compile_network(nn.Sequential(nn.Linear(2, 3), nn.Softplus(threshold=1.0), nn.Linear(3, 2)), (2,))
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: repr(a()))
+def test_slope_lines_contain_10000_points_of_each_interval(act):
+    # the lines of σ' that the gradient's linear bounds are built from
+    layer = act()
+    gen = torch.Generator().manual_seed(1)
+    centre = torch.randn(200, generator=gen, dtype=F64) * 4
+    width = torch.rand(200, generator=gen, dtype=F64) * torch.tensor([0.0, 1e-10, 0.1, 1.0, 8.0], dtype=F64).repeat(40)
+    lo, hi = centre - width / 2, centre + width / 2
+    _, slopes, _, kink = activation_ranges(layer, lo, hi)
+    r = slope_lines(layer, lo, hi, slopes, kink)
+    t = torch.rand(50, 200, generator=gen, dtype=F64)
+    t[0], t[1] = 0.0, 1.0
+    z = (lo + t * (hi - lo)).requires_grad_(True)
+    (y,) = torch.autograd.grad(layer(z).sum(), z)  # σ' as autograd computes it
+    z = z.detach()
+    slack = 1e-12 * (1 + y.abs())
+    smooth = ~kink
+    assert (y >= r.s_lo * z + r.b_lo - slack)[:, smooth].all()
+    assert (y <= r.s_hi * z + r.b_hi + slack)[:, smooth].all()
+    # a smooth stretch of σ' gets lines that follow it, not just its range
+    varying = smooth & ((slopes[1] - slopes[0]) > 0.05)
+    if bool(varying.any()):
+        gap = (r.s_hi * z + r.b_hi - r.s_lo * z - r.b_lo)[:, varying].mean()
+        assert gap < 0.75 * (slopes[1] - slopes[0])[varying].mean()
+
+
+def test_product_bounds_contain_the_product_at_10000_points():
+    gen = torch.Generator().manual_seed(2)
+    n, d = 30, 4
+    x0 = torch.randn(1, d, generator=gen, dtype=F64)
+    eps = 0.5
+    pts = sample_ball(x0[0], eps, "linf", 10_000, gen)
+
+    def loose_form() -> tuple[LinearForm, torch.Tensor]:
+        A = torch.randn(1, n, d, generator=gen, dtype=F64)
+        c = torch.randn(1, n, generator=gen, dtype=F64)
+        slack = torch.rand(1, n, generator=gen, dtype=F64) * torch.tensor([0.0, 0.3], dtype=F64).repeat(15)
+        values = pts @ A[0].T + c[0] + torch.sin(pts.sum(1, keepdim=True)) * slack[0]  # within ±slack of the line
+        return LinearForm(A, c - slack, A, c + slack), values
+
+    S, s = loose_form()
+    V, v = loose_form()
+    s_range = S.concretize(x0, eps, "linf")
+    v_range = V.concretize(x0, eps, "linf")
+    P = product(S, s_range, V, v_range, x0, eps, "linf")
+    lo, hi = pts @ P.A_lo[0].T + P.c_lo[0], pts @ P.A_hi[0].T + P.c_hi[0]
+    tol = 1e-9 * (1 + (s * v).abs())
+    assert ((s * v) >= lo - tol).all() and ((s * v) <= hi + tol).all()
+
+
+@settings(max_examples=16, deadline=None)
+@given(
+    act=st.sampled_from([nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU]),
+    kind=st.sampled_from(["mlp", "conv"]),
+    norm=st.sampled_from(["linf", "l2"]),
+    eps=st.floats(0.01, 0.5),
+    pair=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_gradient_linear_bounds_contain_10000_samples(act, kind, norm, eps, pair, seed):
+    torch.manual_seed(seed)
+    net, shape = _net(kind, act)
+    x = torch.randn(shape, dtype=F64)
+    compiled = compile_network(net, shape)
+    C = torch.tensor([[1.0, -1.0, 0.0], [0.0, 2.0, -0.5]], dtype=F64) if pair else None
+    new = compiled.bounds(x, eps, norm, functionals=C)
+    old = compiled.bounds(x, eps, norm, functionals=C, method="interval")
+    pts = sample_ball(x, eps, norm, 10_000, torch.Generator().manual_seed(seed))
+    _, grads = values_and_grads(net, pts, False, shape)
+    if C is not None:
+        grads = torch.einsum("kc,ncd->nkd", C, grads)
+    G = new.grad_form
+    lines_lo = torch.einsum("kad,nd->nka", G.A_lo[0], pts) + G.c_lo[0]
+    lines_hi = torch.einsum("kad,nd->nka", G.A_hi[0], pts) + G.c_hi[0]
+    tol = 1e-9 * (1 + grads.abs())
+    if not new.smooth:
+        return  # a kink inside the ball: no gradient bounds are claimed
+    assert (grads >= lines_lo - tol).all() and (grads <= lines_hi + tol).all()
+    assert (grads >= new.grad_lo).all() and (grads <= new.grad_hi).all()
+    assert (new.grad_lo >= old.grad_lo).all() and (new.grad_hi <= old.grad_hi).all()
+    dual = (lambda g: g.abs().sum(-1)) if norm == "linf" else (lambda g: g.norm(dim=-1))
+    norms = dual(grads)
+    assert (norms >= new.grad_norm_min()).all() and (norms <= new.grad_norm_max()).all()
+    assert (new.grad_norm_min() >= old.grad_norm_min()).all() and (new.grad_norm_max() <= old.grad_norm_max()).all()
+    # the other norm too (input splitting asks for the certificate's norm on l_inf boxes)
+    other = "l2" if norm == "linf" else "linf"
+    other_norms = (lambda g: g.abs().sum(-1)) if other == "linf" else (lambda g: g.norm(dim=-1))
+    assert (other_norms(grads) >= new.grad_norm_min(other)).all() and (other_norms(grads) <= new.grad_norm_max(other)).all()
+
+
+def test_gradient_norm_bounds_are_much_tighter_than_from_intervals():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).to(F64).eval()
+    compiled = compile_network(net, (10,))
+    x = torch.randn(10, dtype=F64)
+    for norm in ("linf", "l2"):
+        new, old = compiled.bounds(x, 0.1, norm), compiled.bounds(x, 0.1, norm, method="interval")
+        width_new = new.grad_norm_max() - new.grad_norm_min()
+        width_old = old.grad_norm_max() - old.grad_norm_min()
+        assert (width_new < 0.5 * width_old).all()

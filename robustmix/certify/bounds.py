@@ -48,9 +48,26 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
-from .linear import LinearForm, Relaxation, apply, backward, ball_min, reach, relax, softplus_jump
+from .linear import (
+    LinearForm,
+    Relaxation,
+    apply,
+    backward,
+    ball_max,
+    ball_min,
+    grid,
+    product,
+    reach,
+    relax,
+    relax_slope,
+    scaled_line,
+    softplus_jump,
+)
 
-__all__ = ["BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "SUPPORTED_LAYERS"]
+__all__ = [
+    "BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "activation_slope", "slope_lines",
+    "SUPPORTED_LAYERS",
+]
 
 _F64 = torch.float64
 #: ``"linear"``: intervals intersected with linear bound propagation; ``"interval"``: intervals only.
@@ -180,6 +197,37 @@ def _range(fn: Callable[[Tensor], Tensor], crit: tuple[float, ...], lo: Tensor, 
     return stack.min(0).values, stack.max(0).values
 
 
+def _elu(a: float) -> Callable[[Tensor], Tensor]:
+    return lambda z: torch.where(z > 0, z, a * torch.expm1(z.clamp(max=0)))
+
+
+def _elu_slope(a: float) -> Callable[[Tensor], Tensor]:
+    return lambda z: torch.where(z > 0, torch.ones_like(z), a * torch.exp(z.clamp(max=0)))
+
+
+def activation_slope(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """σ' of an elementwise activation, as a function (ReLU: 0 at the kink, as autograd has it)."""
+    if isinstance(layer, nn.ReLU):
+        return lambda z: (z > 0).to(z.dtype)
+    if isinstance(layer, nn.ELU):
+        return _elu_slope(float(layer.alpha))
+    if isinstance(layer, nn.Softplus):
+        return _softplus_parts(float(layer.beta)).d[1]
+    if isinstance(layer, nn.GELU):
+        return _smooth("gelu").d[1]
+    return _smooth({nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu"}[type(layer)]).d[1]
+
+
+def slope_lines(layer: nn.Module, lo: Tensor, hi: Tensor, slopes: tuple[Tensor, Tensor], kink: Tensor) -> Relaxation:
+    """Lines below and above σ' on each unit's ``[lo, hi]`` (:func:`robustmix.certify.linear.relax_slope`),
+    with σ'' bounded cell by cell; ``slopes``, ``kink``: the range of σ' and the kinks from
+    :func:`activation_ranges` (constant lines where σ' jumps)."""
+    z = grid(lo, hi)
+    _, _, cell_d2, cell_kink = activation_ranges(layer, z[..., :-1], z[..., 1:])
+    flat = kink | cell_kink.any(-1) | (hi - lo < 1e-9)
+    return relax_slope(activation_slope(layer), z, cell_d2, slopes, flat, softplus_jump(layer, order=1))
+
+
 Ranges = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]
 
 
@@ -201,12 +249,7 @@ def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
         if not a > 0:
             raise NotImplementedError(f"ELU with alpha={a} is not monotone; only alpha > 0 is supported")
 
-        def elu(z: Tensor) -> Tensor:
-            return torch.where(z > 0, z, a * torch.expm1(z.clamp(max=0)))
-
-        def d1f(z: Tensor) -> Tensor:
-            return torch.where(z > 0, torch.ones_like(z), a * torch.exp(z.clamp(max=0)))
-
+        elu, d1f = _elu(a), _elu_slope(a)
         if a != 1.0:
             kink = (lo <= 0) & (hi > 0)
         d1 = (torch.minimum(d1f(lo), d1f(hi)), torch.maximum(d1f(lo), d1f(hi)))
@@ -310,6 +353,7 @@ class BallBounds:
     center: Tensor | None = field(default=None, repr=False)
     stages: list | None = field(default=None, repr=False)
     relaxations: list[Relaxation] | None = field(default=None, repr=False)
+    grad_form: LinearForm | None = field(default=None, repr=False)
 
     def example(self, k: int) -> BallBounds:
         """Example ``k`` of batched bounds; its linear relaxation keeps a batch of one."""
@@ -320,7 +364,7 @@ class BallBounds:
         return BallBounds(
             self.norm, float(self.eps[k]), self.value_lo[k], self.value_hi[k], self.grad_lo[k], self.grad_hi[k],
             self.hess[k], bool(self.smooth[k]), None if self.center is None else self.center[k : k + 1],
-            self.stages, relaxations,
+            self.stages, relaxations, None if self.grad_form is None else _batch_slice(self.grad_form, k),
         )
 
     def logit_form(self, C: Tensor) -> LinearForm:
@@ -340,13 +384,49 @@ class BallBounds:
         return _up(_abs_max(self.value_lo, self.value_hi))
 
     def grad_norm_max(self, norm: Norm | None = None) -> Tensor:
-        """``M = sup ||∇f_k||_{p*}``, p the ball's norm unless ``norm`` names another one."""
-        return _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), norm or self.norm, batch_dims=None))
+        """``M = sup ||∇f_k||_{p*}``, p the ball's norm unless ``norm`` names another one: from the gradient's
+        intervals and, where the bounds carry linear bounds of the gradient, from those over the whole ball
+        (:meth:`_linear_norm_range`), whichever is smaller."""
+        M = _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), norm or self.norm, batch_dims=None))
+        if self.grad_form is None:
+            return M
+        return torch.minimum(M, _up(self._linear_norm_range(norm or self.norm)[1]))
 
     def grad_norm_min(self, norm: Norm | None = None) -> Tensor:
         """``m = inf ||∇f_k||_{p*}`` (0 when the gradient box contains 0), p as in :meth:`grad_norm_max`."""
         gap = torch.where(self.grad_lo > 0, self.grad_lo, torch.where(self.grad_hi < 0, -self.grad_hi, 0.0))
-        return (dual_norm(gap, norm or self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
+        m = (dual_norm(gap, norm or self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
+        if self.grad_form is None:
+            return m
+        return torch.maximum(m, _down(self._linear_norm_range(norm or self.norm)[0]).clamp(min=0))
+
+    def _linear_norm_range(self, norm: Norm) -> tuple[Tensor, Tensor]:
+        """Bounds of ``||∇f_k||_{p*}`` over the ball from the linear bounds ``G`` of the gradient, minimised or
+        maximised over the ball as one linear function (so the components' joint variation counts):
+
+        * below, ``||g||_{p*} ≥ s·g`` for any ``s`` with ``||s||_p ≤ 1``, with ``s`` the sign (l_1) or the
+          direction (l_2) of the gradient's bounds at the centre;
+        * above, with ``g_a ∈ [l_a, u_a]`` on the ball: ``|g_a| ≤`` the chord of ``|·|`` on ``[l_a, u_a]`` (l_1),
+          and ``g_a² ≤ (l_a + u_a) g_a - l_a u_a`` (l_2, the chord of the square).
+        """
+        G, x0 = self.grad_form, self.center
+        assert G is not None and x0 is not None
+        e = self.eps if not isinstance(self.eps, Tensor) else (self.eps[:, None] if self.eps.dim() == 1 else self.eps)
+        lo, hi = self.grad_lo.reshape(G.c_lo.shape), self.grad_hi.reshape(G.c_lo.shape)
+        mid = ((G.A_lo + G.A_hi) @ x0[:, None, :, None])[..., 0] / 2 + (G.c_lo + G.c_hi) / 2
+        s = mid.sign() if norm == "linf" else mid / mid.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+        low = ball_min(*_summed(G, s, upper=False), x0, e, self.norm).clamp(min=0)
+        if norm == "linf":
+            cross = (lo < 0) & (hi > 0)
+            width = (hi - lo).clamp(min=1e-300)
+            k = torch.where(cross, (hi + lo) / width, torch.where(lo >= 0, 1.0, -1.0))
+            A, c = _summed(G, k, upper=True)
+            high = ball_max(A, c + torch.where(cross, -2 * hi * lo / width, 0.0).sum(-1), x0, e, self.norm)
+        else:
+            A, c = _summed(G, lo + hi, upper=True)
+            high = ball_max(A, c - (lo * hi).sum(-1), x0, e, self.norm).clamp(min=0).sqrt()
+        shape = self.grad_lo.shape[:-1]
+        return low.reshape(shape), high.reshape(shape)
 
     def grad_lipschitz(self) -> Tensor:
         """``Λ ≥ sup ||∇²f_k||_{p→p*}``: Lipschitz constant of ``∇f_k`` on the ball (l_p to its dual)."""
@@ -354,6 +434,17 @@ class BallBounds:
             return _up(self.hess.sum((-2, -1)))
         sym = (self.hess + self.hess.transpose(-2, -1)) / 2
         return _up(torch.linalg.eigvalsh(sym)[..., -1].clamp(min=0))
+
+
+def _summed(G: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+    """The lower (or upper) line of ``Σ_a k_a g_a`` for gradients ``g`` with linear bounds ``G`` (``A``
+    ``[B, K, d, d]``) and weights ``k`` ``[B, K, d]``: ``A`` ``[B, K, d]`` and ``c`` ``[B, K]``."""
+    A, c = scaled_line(G, k, upper)
+    return A.sum(-2), c.sum(-1)
+
+
+def _batch_slice(form: LinearForm, k: int) -> LinearForm:
+    return LinearForm(*(t[k : k + 1] for t in (form.A_lo, form.c_lo, form.A_hi, form.c_hi)))
 
 
 class CompiledNetwork:
@@ -441,7 +532,7 @@ class CompiledNetwork:
         zlo, zhi = zc - rad, zc + rad
         Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
-        saved = []  # per activation: (d1 interval, d2 interval, J interval of its input)
+        saved = []  # per activation: (d1 interval, d2 interval, J interval of its input, linear bounds of σ')
         relaxations: list[Relaxation] = []
         lin = LinearForm.exact(Jlo, first.b.expand(n_batch, -1))  # forward linear bounds of the current layer
         smooth = torch.ones(n_batch, dtype=torch.bool)
@@ -460,10 +551,12 @@ class CompiledNetwork:
             else:
                 (v0, v1), d1, d2, kink = activation_ranges(st, zlo, zhi)
                 smooth = smooth & ~kink.any(-1)
-                saved.append((d1, d2, (Jlo, Jhi)))
+                slope_form = None
                 if linear:
                     relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
+                    slope_form = lin.through_activation(slope_lines(st, zlo, zhi, d1, kink))
                     lin = lin.through_activation(relaxations[-1])
+                saved.append((d1, d2, (Jlo, Jhi), slope_form))
                 Jlo, Jhi = _imul(d1[0][..., None], d1[1][..., None], Jlo, Jhi)
                 z_at_x = st(z_at_x)
                 zlo, zhi = v0, v1
@@ -496,24 +589,68 @@ class CompiledNetwork:
             vlo, vhi = zlo[:, idx], zhi[:, idx]
             ulo = uhi = torch.eye(c, dtype=_F64)[idx].expand(n_batch, K, c)
             glo, ghi = Jlo[:, idx], Jhi[:, idx]
-        # backward pass: u = ∂f_k/∂(current activations), for K outputs at once
-        for st in reversed(self.stages[1:]):
+        # backward pass: u = ∂f_k/∂(current activations), for K outputs at once; with linear propagation
+        # also linear bounds of u (for logit outputs, whose top u is constant), which tighten its intervals
+        grads = _GradientForms(x0, e, norm, ulo) if linear and not self.softmax else None
+        for st in reversed(self.stages):
             if isinstance(st, _Affine):
                 ulo, uhi = _matmul_exact(st.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), st.opT_abs)
                 ulo, uhi = ulo.transpose(1, 2), uhi.transpose(1, 2)
+                if grads is not None:
+                    ulo, uhi = grads.through_affine(st, ulo, uhi)
             else:
-                d1, d2, (Jl, Jh) = saved.pop()
+                d1, d2, (Jl, Jh), slope_form = saved.pop()
                 slo, shi = _imul(d2[0][:, None], d2[1][:, None], ulo, uhi)
                 Ja = _abs_max(Jl, Jh)
                 hess += (Ja.transpose(-1, -2)[:, None] * _abs_max(slo, shi)[:, :, None, :]) @ Ja[:, None]
+                before = ulo, uhi
                 ulo, uhi = _imul(d1[0][:, None], d1[1][:, None], ulo, uhi)
-        blo, bhi = _matmul_exact(first.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), first.opT_abs)
-        glo, ghi = torch.maximum(glo, blo.transpose(1, 2)), torch.minimum(ghi, bhi.transpose(1, 2))
+                if grads is not None:
+                    ulo, uhi = grads.through_slope(slope_form, d1, before, ulo, uhi)
+        glo, ghi = torch.maximum(glo, ulo), torch.minimum(ghi, uhi)
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)
         if not linear:
             return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth)
-        return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations)
+        grad_form = None if grads is None else grads.result()
+        return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations, grad_form)
+
+
+class _GradientForms:
+    """Linear bounds ``A x' + c`` of ``u = ∂f_k/∂(activations)`` through the backward pass, for ``B`` examples
+    and ``K`` outputs at once (rows ``[B K, n]``): ``u`` starts as the constant rows of the outputs, goes back
+    through the transposed affine maps exactly, and through each activation as the product of σ'(z), bounded
+    by its lines, with the incoming ``u`` (:func:`robustmix.certify.linear.product`). Every step's bounds over
+    the ball tighten the intervals of ``u``; at the input they are the bounds of ``∇f_k``."""
+
+    def __init__(self, x0: Tensor, e: Tensor, norm: Norm, rows: Tensor) -> None:
+        self.B, self.K, c = rows.shape
+        self.x, self.e, self.norm = x0.repeat_interleave(self.K, 0), e.repeat_interleave(self.K, 0), norm
+        self.form = LinearForm.exact(torch.zeros(self.B * self.K, c, x0.shape[1], dtype=_F64), rows.reshape(-1, c))
+
+    def through_affine(self, st: _Affine, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        self.form = self.form.through_affine(st.opT, st.opT_abs, 0.0)
+        return self._tighten(lo, hi)
+
+    def through_slope(
+        self, slope_form: LinearForm, slopes: tuple[Tensor, Tensor], before: tuple[Tensor, Tensor], lo: Tensor, hi: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        def per_row(t: Tensor) -> Tensor:
+            return t.repeat_interleave(self.K, 0)
+
+        S = LinearForm(*(per_row(t) for t in (slope_form.A_lo, slope_form.c_lo, slope_form.A_hi, slope_form.c_hi)))
+        v_range = (before[0].reshape(self.B * self.K, -1), before[1].reshape(self.B * self.K, -1))
+        self.form = product(S, (per_row(slopes[0]), per_row(slopes[1])), self.form, v_range, self.x, self.e, self.norm)
+        return self._tighten(lo, hi)
+
+    def _tighten(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        flo, fhi = self.form.concretize(self.x, self.e, self.norm)
+        return torch.maximum(lo, flo.reshape(lo.shape)), torch.minimum(hi, fhi.reshape(hi.shape))
+
+    def result(self) -> LinearForm:
+        """The bounds of the input gradients: ``A`` ``[B, K, d, d]``, ``c`` ``[B, K, d]``."""
+        f, shape = self.form, (self.B, self.K, *self.form.c_lo.shape[1:])
+        return LinearForm(f.A_lo.reshape(*shape, -1), f.c_lo.reshape(shape), f.A_hi.reshape(*shape, -1), f.c_hi.reshape(shape))
 
 
 def _imatvec(Jlo: Tensor, Jhi: Tensor, ulo: Tensor, uhi: Tensor) -> tuple[Tensor, Tensor]:

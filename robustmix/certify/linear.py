@@ -27,6 +27,7 @@ absorbed by the caller's final widening.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,10 @@ from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
 
-__all__ = ["Relaxation", "relax", "softplus_jump", "LinearForm", "apply", "reach", "ball_min", "ball_max", "backward"]
+__all__ = [
+    "Relaxation", "relax", "relax_slope", "grid", "fit_lines", "softplus_jump", "LinearForm", "product", "scaled_line", "apply", "reach",
+    "ball_min", "ball_max", "backward",
+]
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
 _TINY = 1e-9
@@ -67,20 +71,69 @@ def relax(
         b_hi = torch.where(active | inactive, zero, -chord * lo)
         s_lo = torch.where(active, 1.0, torch.where(inactive, 0.0, (hi > -lo).to(lo.dtype)))
         return Relaxation(s_lo, zero, s_hi, b_hi)
-    step = width.clamp(min=_TINY) / _GRID
-    z = lo[..., None] + step[..., None] * _STEPS.to(lo)  # [..., K + 1], nondecreasing: the cells cover [l, u]
+    z = grid(lo, hi)
+    spread = ((width.clamp(min=_TINY) / _GRID) ** 2 / 8)[..., None]
+    jump = softplus_jump(layer)  # torch's Softplus is z itself above its threshold: a step of this size
+
+    def phi_range(slopes: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+        # Peano: φ lies within h²/8 · max σ'' of its chords on every cell
+        return (
+            phi.min(-1).values - spread * d2[1].clamp(min=0)[..., None] - jump,
+            phi.max(-1).values + spread * (-d2[0]).clamp(min=0)[..., None] + jump,
+        )
+
+    return fit_lines(z, layer(z), phi_range, kink | (width < _TINY), values)
+
+
+def relax_slope(
+    slope: Callable[[Tensor], Tensor], z: Tensor, cell_d2: tuple[Tensor, Tensor], slopes: tuple[Tensor, Tensor],
+    flat: Tensor, jump: float = 0.0,
+) -> Relaxation:
+    """Lines below and above ``σ'`` (the *slope* of an activation, a factor of the input gradient) on each
+    unit's interval, from its values on the grid ``z`` (:func:`grid`) and the range ``[a_k, b_k]`` of σ''
+    on each grid cell ``cell_d2`` ``[..., K]``: with ``φ = σ' - s z`` and ``φ' ∈ [a - s, b - s] ∋ 0`` on a cell
+    of width ``h``, ``φ`` stays within ``h (s - a)(b - s) / (b - a)`` of ``[min, max]`` of its end values (the
+    two lines of extreme slope from each end, combined so that ``t`` cancels). This needs σ' only Lipschitz
+    (ELU with α = 1 included). ``slopes``: the range of σ' (the constant lines where ``flat``); ``jump``: a
+    step of σ' to absorb (torch's Softplus)."""
+    width = z[..., 1:] - z[..., :-1]
+
+    def phi_range(s: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+        below = (cell_d2[0][..., None, :] - s[..., None]).clamp(max=0)  # [..., S, K]
+        above = (cell_d2[1][..., None, :] - s[..., None]).clamp(min=0)
+        spread = above - below
+        err = width[..., None, :] * torch.where(spread > 0, -below * above / spread.clamp(min=_TINY), 0.0)
+        ends_lo = torch.minimum(phi[..., :-1], phi[..., 1:])
+        ends_hi = torch.maximum(phi[..., :-1], phi[..., 1:])
+        return (ends_lo - err).min(-1).values - jump, (ends_hi + err).max(-1).values + jump
+
+    return fit_lines(z, slope(z), phi_range, flat, slopes)
+
+
+def grid(lo: Tensor, hi: Tensor) -> Tensor:
+    """``K + 1`` evenly spaced points of each unit's ``[lo, hi]`` ``[..., K + 1]``, nondecreasing, ends exact."""
+    step = (hi - lo).clamp(min=_TINY) / _GRID
+    z = lo[..., None] + step[..., None] * _STEPS.to(lo)
     z[..., -1] = torch.maximum(hi, lo)
-    f = layer(z)
+    return z
+
+
+def fit_lines(
+    z: Tensor, f: Tensor, phi_range: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], flat: Tensor,
+    constants: tuple[Tensor, Tensor],
+) -> Relaxation:
+    """The lower and the upper line of a function with values ``f`` on the grid ``z`` ``[..., K + 1]``, each of
+    the slope among the candidates (:func:`_candidate_slopes`) whose line lies closest to it on the grid;
+    ``phi_range(slopes, phi)`` gives sound bounds ``[..., S]`` of ``φ = f - s z`` over the whole interval for
+    each slope ``s`` (``phi`` its grid values ``[..., S, K + 1]``). Units in ``flat`` (and any with a
+    non-finite line) get the constant lines ``constants``, the function's range."""
     # any finite slope gives valid lines; where grid points coincide in floating point (|l| much larger
     # than the width) a secant is 0/0, and that candidate becomes slope 0
     slopes = torch.nan_to_num(_candidate_slopes(z, f), nan=0.0, posinf=0.0, neginf=0.0)  # [..., S]
     phi = f[..., None, :] - slopes[..., :, None] * z[..., None, :]  # [..., S, K + 1]
-    spread = (step * step / 8)[..., None]
-    jump = softplus_jump(layer)  # torch's Softplus is z itself above its threshold: a step of this size
-    b_lo = phi.min(-1).values - spread * d2[1].clamp(min=0)[..., None] - jump
-    b_hi = phi.max(-1).values + spread * (-d2[0]).clamp(min=0)[..., None] + jump
+    b_lo, b_hi = phi_range(slopes, phi)
     mean = phi.mean(-1)
-    # the line closest to σ on the grid; gaps are compared on a grid of 1e-9 of σ's range, so that
+    # the line closest to f on the grid; gaps are compared on a grid of 1e-9 of f's range, so that
     # rounding-level differences in [l, u] (a batch against one example) do not flip the choice
     unit = 1e-9 * (f.amax(-1) - f.amin(-1)).clamp(min=_TINY)[..., None]
     pick_lo = torch.round((mean - b_lo) / unit).argmin(-1, keepdim=True)
@@ -88,22 +141,24 @@ def relax(
     s_lo, s_hi = slopes.gather(-1, pick_lo)[..., 0], slopes.gather(-1, pick_hi)[..., 0]
     b_lo, b_hi = b_lo.gather(-1, pick_lo)[..., 0], b_hi.gather(-1, pick_hi)[..., 0]
     finite = torch.isfinite(s_lo) & torch.isfinite(b_lo) & torch.isfinite(s_hi) & torch.isfinite(b_hi)
-    flat = kink | (width < _TINY) | ~finite
+    flat = flat | ~finite
+    zero = torch.zeros_like(s_lo)
     return Relaxation(
         torch.where(flat, zero, s_lo),
-        torch.where(flat, values[0], b_lo),
+        torch.where(flat, constants[0], b_lo),
         torch.where(flat, zero, s_hi),
-        torch.where(flat, values[1], b_hi),
+        torch.where(flat, constants[1], b_hi),
     )
 
 
-def softplus_jump(layer: nn.Module) -> float:
-    """How far torch's ``Softplus`` (``z`` itself where ``βz`` exceeds its threshold) steps down at the
-    threshold from the smooth ``log(1 + e^{βz})/β``: ``log1p(e^{-threshold})/β`` (2e-9 by default); 0 for
-    every other activation."""
+def softplus_jump(layer: nn.Module, order: int = 0) -> float:
+    """How far torch's ``Softplus`` (``z`` itself where ``βz`` exceeds its threshold ``t``) steps at the
+    threshold from the smooth ``log(1 + e^{βz})/β``: ``log1p(e^{-t})/β`` in value (2e-9 by default) and, with
+    ``order=1``, ``1 / (1 + e^t)`` in slope; 0 for every other activation."""
     if not isinstance(layer, nn.Softplus):
         return 0.0
-    return math.log1p(math.exp(-float(layer.threshold))) / float(layer.beta)
+    t = float(layer.threshold)
+    return math.log1p(math.exp(-t)) / float(layer.beta) if order == 0 else 1 / (1 + math.exp(t))
 
 
 def _candidate_slopes(z: Tensor, f: Tensor) -> Tensor:
@@ -156,6 +211,42 @@ class LinearForm:
 
     def __add__(self, other: LinearForm) -> LinearForm:
         return LinearForm(self.A_lo + other.A_lo, self.c_lo + other.c_lo, self.A_hi + other.A_hi, self.c_hi + other.c_hi)
+
+
+def product(
+    S: LinearForm, s_range: tuple[Tensor, Tensor], V: LinearForm, v_range: tuple[Tensor, Tensor],
+    x0: Tensor, eps: Tensor | float, norm: Norm,
+) -> LinearForm:
+    """Linear bounds of the elementwise product ``s ⊙ v`` of two linearly bounded quantities whose values lie
+    in the intervals ``s_range``, ``v_range`` on the ball (forms ``[N, n, d]``, intervals ``[N, n]``).
+
+    McCormick's planes: ``s v ≥ s_lo v + v_lo s - s_lo v_lo`` and ``≥ s_hi v + v_hi s - s_hi v_hi`` (from
+    ``(s - s_lo)(v - v_lo) ≥ 0`` and ``(s_hi - s)(v_hi - v) ≥ 0``), the upper ones alike; each unit keeps the
+    plane whose bound over the ball is tighter. Exact where either factor is a constant.
+    """
+
+    def plane(a: Tensor, b: Tensor, upper: bool) -> tuple[Tensor, Tensor]:  # a v + b s - a b
+        A_v, c_v = scaled_line(V, a, upper)
+        A_s, c_s = scaled_line(S, b, upper)
+        return A_v + A_s, c_v + c_s - a * b
+
+    (s_lo, s_hi), (v_lo, v_hi) = s_range, v_range
+    lo1, lo2 = plane(s_lo, v_lo, False), plane(s_hi, v_hi, False)
+    hi1, hi2 = plane(s_hi, v_lo, True), plane(s_lo, v_hi, True)
+    first_lo = ball_min(*lo1, x0, eps, norm) >= ball_min(*lo2, x0, eps, norm)
+    first_hi = ball_max(*hi1, x0, eps, norm) <= ball_max(*hi2, x0, eps, norm)
+    return LinearForm(
+        torch.where(first_lo[..., None], lo1[0], lo2[0]), torch.where(first_lo, lo1[1], lo2[1]),
+        torch.where(first_hi[..., None], hi1[0], hi2[0]), torch.where(first_hi, hi1[1], hi2[1]),
+    )
+
+
+def scaled_line(form: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+    """The lower (or upper) line of ``k ⊙ q`` for a linearly bounded ``q`` and coefficients ``k`` ``[N, n]``."""
+    take_lo = (k >= 0) != upper
+    A = torch.where(take_lo[..., None], form.A_lo, form.A_hi)
+    c = torch.where(take_lo, form.c_lo, form.c_hi)
+    return k[..., None] * A, k * c
 
 
 def apply(op: Tensor, X: Tensor) -> Tensor:
