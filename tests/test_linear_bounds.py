@@ -313,3 +313,21 @@ def test_gradient_norm_bounds_are_much_tighter_than_from_intervals():
         width_new = new.grad_norm_max() - new.grad_norm_min()
         width_old = old.grad_norm_max() - old.grad_norm_min()
         assert (width_new < 0.5 * width_old).all()
+
+
+def test_networks_too_wide_for_gradient_forms_keep_interval_gradients(monkeypatch):
+    from robustmix.certify import bounds as bounds_module
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).to(F64).eval()
+    compiled = compile_network(net, (6,))
+    x = torch.randn(6, dtype=F64)
+    with_forms = compiled.bounds(x, 0.2, "linf")
+    monkeypatch.setattr(bounds_module, "MAX_GRADIENT_FORM_ENTRIES", 3 * 6 * 12 - 1)
+    without = compiled.bounds(x, 0.2, "linf")
+    assert with_forms.grad_form is not None and without.grad_form is None
+    assert (with_forms.grad_norm_max() <= without.grad_norm_max()).all()
+    assert (with_forms.grad_norm_min() >= without.grad_norm_min()).all()
+    pts = sample_ball(x, 0.2, "linf", 10_000, torch.Generator().manual_seed(5))
+    _, grads = values_and_grads(net, pts, False, (6,))
+    assert (grads >= without.grad_lo).all() and (grads <= without.grad_hi).all()

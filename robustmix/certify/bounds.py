@@ -75,6 +75,11 @@ BoundMethod = Literal["linear", "interval"]
 _REL, _ABS = 1e-9, 1e-12
 #: Largest dense matrix (entries) an affine run may become; bigger models need the RS certificates.
 MAX_DENSE_ENTRIES = 2**25
+#: Linear bounds of the input gradients carry a ``[d]`` row per unit and output: they are computed when the
+#: widest layer needs at most this many entries per example (small networks; the demo CNN needs 5x more
+#: and would be about 5x slower), otherwise the gradients keep interval bounds. Raise it to trade time for
+#: tighter Theorem 2 certificates on bigger networks.
+MAX_GRADIENT_FORM_ENTRIES = 2**18
 
 _AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)
 _ACTS = (nn.Softplus, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU)
@@ -401,32 +406,48 @@ class BallBounds:
         return torch.maximum(m, _down(self._linear_norm_range(norm or self.norm)[0]).clamp(min=0))
 
     def _linear_norm_range(self, norm: Norm) -> tuple[Tensor, Tensor]:
-        """Bounds of ``||∇f_k||_{p*}`` over the ball from the linear bounds ``G`` of the gradient, minimised or
-        maximised over the ball as one linear function (so the components' joint variation counts):
+        """Bounds of ``||∇f_k||_{p*}`` over the ball: the extremes of :meth:`grad_norm_lines` there."""
+        (A_lo, c_lo), (A_hi, c_hi) = self.grad_norm_lines(norm)
+        x0, e = self.region()
+        shape = self.grad_lo.shape[:-1]
+        low = ball_min(A_lo, c_lo, x0, e, self.norm).clamp(min=0)
+        return low.reshape(shape), ball_max(A_hi, c_hi, x0, e, self.norm).reshape(shape)
+
+    def grad_norm_lines(self, norm: Norm | None = None) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Lines ``a_lo·x' + c_lo ≤ ||∇f_k(x')||_{p*} ≤ a_hi·x' + c_hi`` on the whole ball (``a`` ``[B, K, d]``,
+        ``c`` ``[B, K]``; a batch of one for :meth:`example`), from the linear bounds ``G`` of the gradient:
 
         * below, ``||g||_{p*} ≥ s·g`` for any ``s`` with ``||s||_p ≤ 1``, with ``s`` the sign (l_1) or the
           direction (l_2) of the gradient's bounds at the centre;
-        * above, with ``g_a ∈ [l_a, u_a]`` on the ball: ``|g_a| ≤`` the chord of ``|·|`` on ``[l_a, u_a]`` (l_1),
-          and ``g_a² ≤ (l_a + u_a) g_a - l_a u_a`` (l_2, the chord of the square).
+        * above, with ``g_a ∈ [l_a, u_a]`` on the ball: ``|g_a| ≤`` the chord of ``|·|`` on ``[l_a, u_a]`` (l_1);
+          for l_2, ``g_a² ≤ (l_a + u_a) g_a - l_a u_a`` (the chord of the square) bounds ``||g||²`` by a line
+          ``Q``, and ``√Q ≤ √q + (Q - q) / (2√q)`` with ``q`` the largest value of ``Q`` on the ball.
         """
-        G, x0 = self.grad_form, self.center
-        assert G is not None and x0 is not None
-        e = self.eps if not isinstance(self.eps, Tensor) else (self.eps[:, None] if self.eps.dim() == 1 else self.eps)
+        G = self.grad_form
+        if G is None:
+            raise ValueError("these bounds carry no linear bounds of the gradient (propagation='interval' or softmax)")
+        norm = norm or self.norm
+        x0, e = self.region()
         lo, hi = self.grad_lo.reshape(G.c_lo.shape), self.grad_hi.reshape(G.c_lo.shape)
         mid = ((G.A_lo + G.A_hi) @ x0[:, None, :, None])[..., 0] / 2 + (G.c_lo + G.c_hi) / 2
         s = mid.sign() if norm == "linf" else mid / mid.norm(dim=-1, keepdim=True).clamp(min=1e-300)
-        low = ball_min(*_summed(G, s, upper=False), x0, e, self.norm).clamp(min=0)
+        below = _summed(G, s, upper=False)
         if norm == "linf":
             cross = (lo < 0) & (hi > 0)
             width = (hi - lo).clamp(min=1e-300)
-            k = torch.where(cross, (hi + lo) / width, torch.where(lo >= 0, 1.0, -1.0))
-            A, c = _summed(G, k, upper=True)
-            high = ball_max(A, c + torch.where(cross, -2 * hi * lo / width, 0.0).sum(-1), x0, e, self.norm)
-        else:
-            A, c = _summed(G, lo + hi, upper=True)
-            high = ball_max(A, c - (lo * hi).sum(-1), x0, e, self.norm).clamp(min=0).sqrt()
-        shape = self.grad_lo.shape[:-1]
-        return low.reshape(shape), high.reshape(shape)
+            A, c = _summed(G, torch.where(cross, (hi + lo) / width, torch.where(lo >= 0, 1.0, -1.0)), upper=True)
+            return below, (A, c + torch.where(cross, -2 * hi * lo / width, 0.0).sum(-1))
+        A, c = _summed(G, lo + hi, upper=True)
+        c = c - (lo * hi).sum(-1)
+        q = ball_max(A, c, x0, e, self.norm).clamp(min=1e-300)
+        root = q.sqrt()
+        return below, (A / (2 * root[..., None]), root / 2 + c / (2 * root))
+
+    def region(self) -> tuple[Tensor, Tensor | float]:
+        """The centre ``[B, d]`` and the radius (a float, ``[B, 1]``, or box half-widths ``[B, d]``) of the ball."""
+        assert self.center is not None
+        eps = self.eps
+        return self.center, eps if not isinstance(eps, Tensor) else (eps[:, None] if eps.dim() == 1 else eps)
 
     def grad_lipschitz(self) -> Tensor:
         """``Λ ≥ sup ||∇²f_k||_{p→p*}``: Lipschitz constant of ``∇f_k`` on the ball (l_p to its dual)."""
@@ -458,6 +479,7 @@ class CompiledNetwork:
         self.softmax = softmax
         self.in_shape = in_shape
         self.d = math.prod(in_shape)
+        self.widest = max(st.W.shape[0] for st in stages if isinstance(st, _Affine))
 
     def __call__(self, x: Tensor) -> Tensor:
         """Plain float64 evaluation ``[B, ...] -> [B, c]`` (used for margins at x and by tests)."""
@@ -525,6 +547,9 @@ class CompiledNetwork:
             raise ValueError(f"eps must be finite and >= 0, got {eps.tolist()}")
         e = eps if box else eps[:, None]
         n_batch = x0.shape[0]
+        outputs = self.stages[-1].W.shape[0]
+        rows = (outputs if classes is None else len(classes)) if functionals is None else functionals.shape[0]
+        gradient_forms = linear and not self.softmax and rows * self.d * self.widest <= MAX_GRADIENT_FORM_ENTRIES
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
@@ -554,7 +579,8 @@ class CompiledNetwork:
                 slope_form = None
                 if linear:
                     relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
-                    slope_form = lin.through_activation(slope_lines(st, zlo, zhi, d1, kink))
+                    if gradient_forms:
+                        slope_form = lin.through_activation(slope_lines(st, zlo, zhi, d1, kink))
                     lin = lin.through_activation(relaxations[-1])
                 saved.append((d1, d2, (Jlo, Jhi), slope_form))
                 Jlo, Jhi = _imul(d1[0][..., None], d1[1][..., None], Jlo, Jhi)
@@ -591,7 +617,7 @@ class CompiledNetwork:
             glo, ghi = Jlo[:, idx], Jhi[:, idx]
         # backward pass: u = ∂f_k/∂(current activations), for K outputs at once; with linear propagation
         # also linear bounds of u (for logit outputs, whose top u is constant), which tighten its intervals
-        grads = _GradientForms(x0, e, norm, ulo) if linear and not self.softmax else None
+        grads = _GradientForms(x0, e, norm, ulo) if gradient_forms else None
         for st in reversed(self.stages):
             if isinstance(st, _Affine):
                 ulo, uhi = _matmul_exact(st.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), st.opT_abs)
