@@ -257,7 +257,7 @@ def test_product_bounds_contain_the_product_at_10000_points():
     V, v = loose_form()
     s_range = S.concretize(x0, eps, "linf")
     v_range = V.concretize(x0, eps, "linf")
-    P = product(S, s_range, V, v_range, x0, eps, "linf")
+    P, _ = product(S, s_range, V, v_range, x0, eps, "linf")
     lo, hi = pts @ P.A_lo[0].T + P.c_lo[0], pts @ P.A_hi[0].T + P.c_hi[0]
     tol = 1e-9 * (1 + (s * v).abs())
     assert ((s * v) >= lo - tol).all() and ((s * v) <= hi + tol).all()
@@ -284,19 +284,26 @@ def test_gradient_linear_bounds_contain_10000_samples(act, kind, norm, eps, pair
     _, grads = values_and_grads(net, pts, False, shape)
     if C is not None:
         grads = torch.einsum("kc,ncd->nkd", C, grads)
-    G = new.grad_form
-    lines_lo = torch.einsum("kad,nd->nka", G.A_lo[0], pts) + G.c_lo[0]
-    lines_hi = torch.einsum("kad,nd->nka", G.A_hi[0], pts) + G.c_hi[0]
-    tol = 1e-9 * (1 + grads.abs())
     if not new.smooth:
         return  # a kink inside the ball: no gradient bounds are claimed
-    assert (grads >= lines_lo - tol).all() and (grads <= lines_hi + tol).all()
+    # lines of random linear functionals of the gradient, from below and from above
+    graph, _ = new.gradients
+    K, d = grads.shape[1:]
+    lam = torch.randn(1, K, 5, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    (A_lo, c_lo), (A_hi, c_hi) = graph.lower(lam), graph.lower(-lam)
+    values = torch.einsum("kfd,nkd->nkf", lam[0], grads)
+    tol = 1e-9 * (1 + values.abs())
+    assert (values >= torch.einsum("kfd,nd->nkf", A_lo[0], pts) + c_lo[0] - tol).all()
+    assert (values <= -(torch.einsum("kfd,nd->nkf", A_hi[0], pts) + c_hi[0]) + tol).all()
     assert (grads >= new.grad_lo).all() and (grads <= new.grad_hi).all()
     assert (new.grad_lo >= old.grad_lo).all() and (new.grad_hi <= old.grad_hi).all()
     dual = (lambda g: g.abs().sum(-1)) if norm == "linf" else (lambda g: g.norm(dim=-1))
     norms = dual(grads)
     assert (norms >= new.grad_norm_min()).all() and (norms <= new.grad_norm_max()).all()
     assert (new.grad_norm_min() >= old.grad_norm_min()).all() and (new.grad_norm_max() <= old.grad_norm_max()).all()
+    (a_lo, b_lo), (a_hi, b_hi) = new.grad_norm_lines()
+    norm_tol = 1e-9 * (1 + norms)
+    assert (norms >= pts @ a_lo[0].T + b_lo[0] - norm_tol).all() and (norms <= pts @ a_hi[0].T + b_hi[0] + norm_tol).all()
     # the other norm too (input splitting asks for the certificate's norm on l_inf boxes)
     other = "l2" if norm == "linf" else "linf"
     other_norms = (lambda g: g.abs().sum(-1)) if other == "linf" else (lambda g: g.norm(dim=-1))
@@ -325,7 +332,7 @@ def test_networks_too_wide_for_gradient_forms_keep_interval_gradients(monkeypatc
     with_forms = compiled.bounds(x, 0.2, "linf")
     monkeypatch.setattr(bounds_module, "MAX_GRADIENT_FORM_ENTRIES", 3 * 6 * 12 - 1)
     without = compiled.bounds(x, 0.2, "linf")
-    assert with_forms.grad_form is not None and without.grad_form is None
+    assert with_forms.gradients is not None and without.gradients is None
     assert (with_forms.grad_norm_max() <= without.grad_norm_max()).all()
     assert (with_forms.grad_norm_min() >= without.grad_norm_min()).all()
     pts = sample_ball(x, 0.2, "linf", 10_000, torch.Generator().manual_seed(5))

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
+from .gradient import GradientForms, GradientGraph
 from .linear import (
     LinearForm,
     Relaxation,
@@ -56,11 +57,9 @@ from .linear import (
     ball_max,
     ball_min,
     grid,
-    product,
     reach,
     relax,
     relax_slope,
-    scaled_line,
     softplus_jump,
 )
 
@@ -358,7 +357,8 @@ class BallBounds:
     center: Tensor | None = field(default=None, repr=False)
     stages: list | None = field(default=None, repr=False)
     relaxations: list[Relaxation] | None = field(default=None, repr=False)
-    grad_form: LinearForm | None = field(default=None, repr=False)
+    #: the relaxed gradient computation and the gradient at the centre ``[B, K, d]`` (small logit networks)
+    gradients: tuple[GradientGraph, Tensor] | None = field(default=None, repr=False)
 
     def example(self, k: int) -> BallBounds:
         """Example ``k`` of batched bounds; its linear relaxation keeps a batch of one."""
@@ -369,7 +369,8 @@ class BallBounds:
         return BallBounds(
             self.norm, float(self.eps[k]), self.value_lo[k], self.value_hi[k], self.grad_lo[k], self.grad_hi[k],
             self.hess[k], bool(self.smooth[k]), None if self.center is None else self.center[k : k + 1],
-            self.stages, relaxations, None if self.grad_form is None else _batch_slice(self.grad_form, k),
+            self.stages, relaxations,
+            None if self.gradients is None else (self.gradients[0].example(k), self.gradients[1][k : k + 1]),
         )
 
     def logit_form(self, C: Tensor) -> LinearForm:
@@ -391,9 +392,9 @@ class BallBounds:
     def grad_norm_max(self, norm: Norm | None = None) -> Tensor:
         """``M = sup ||∇f_k||_{p*}``, p the ball's norm unless ``norm`` names another one: from the gradient's
         intervals and, where the bounds carry linear bounds of the gradient, from those over the whole ball
-        (:meth:`_linear_norm_range`), whichever is smaller."""
+        (:meth:`grad_norm_lines`), whichever is smaller."""
         M = _up(dual_norm(_abs_max(self.grad_lo, self.grad_hi), norm or self.norm, batch_dims=None))
-        if self.grad_form is None:
+        if self.gradients is None:
             return M
         return torch.minimum(M, _up(self._linear_norm_range(norm or self.norm)[1]))
 
@@ -401,7 +402,7 @@ class BallBounds:
         """``m = inf ||∇f_k||_{p*}`` (0 when the gradient box contains 0), p as in :meth:`grad_norm_max`."""
         gap = torch.where(self.grad_lo > 0, self.grad_lo, torch.where(self.grad_hi < 0, -self.grad_hi, 0.0))
         m = (dual_norm(gap, norm or self.norm, batch_dims=None) * (1 - _REL)).clamp(min=0)
-        if self.grad_form is None:
+        if self.gradients is None:
             return m
         return torch.maximum(m, _down(self._linear_norm_range(norm or self.norm)[0]).clamp(min=0))
 
@@ -415,33 +416,36 @@ class BallBounds:
 
     def grad_norm_lines(self, norm: Norm | None = None) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Lines ``a_lo·x' + c_lo ≤ ||∇f_k(x')||_{p*} ≤ a_hi·x' + c_hi`` on the whole ball (``a`` ``[B, K, d]``,
-        ``c`` ``[B, K]``; a batch of one for :meth:`example`), from the linear bounds ``G`` of the gradient:
+        ``c`` ``[B, K]``; a batch of one for :meth:`example`), from lines of linear functionals of the gradient
+        (:meth:`robustmix.certify.gradient.GradientGraph.lower`):
 
         * below, ``||g||_{p*} ≥ s·g`` for any ``s`` with ``||s||_p ≤ 1``, with ``s`` the sign (l_1) or the
-          direction (l_2) of the gradient's bounds at the centre;
+          direction (l_2) of the gradient at the centre;
         * above, with ``g_a ∈ [l_a, u_a]`` on the ball: ``|g_a| ≤`` the chord of ``|·|`` on ``[l_a, u_a]`` (l_1);
           for l_2, ``g_a² ≤ (l_a + u_a) g_a - l_a u_a`` (the chord of the square) bounds ``||g||²`` by a line
           ``Q``, and ``√Q ≤ √q + (Q - q) / (2√q)`` with ``q`` the largest value of ``Q`` on the ball.
         """
-        G = self.grad_form
-        if G is None:
-            raise ValueError("these bounds carry no linear bounds of the gradient (propagation='interval' or softmax)")
+        if self.gradients is None:
+            raise ValueError("these bounds carry no linear bounds of the gradient (interval propagation, softmax, or too wide)")
+        graph, at_centre = self.gradients
         norm = norm or self.norm
         x0, e = self.region()
-        lo, hi = self.grad_lo.reshape(G.c_lo.shape), self.grad_hi.reshape(G.c_lo.shape)
-        mid = ((G.A_lo + G.A_hi) @ x0[:, None, :, None])[..., 0] / 2 + (G.c_lo + G.c_hi) / 2
-        s = mid.sign() if norm == "linf" else mid / mid.norm(dim=-1, keepdim=True).clamp(min=1e-300)
-        below = _summed(G, s, upper=False)
+        lo, hi = self.grad_lo.reshape(at_centre.shape), self.grad_hi.reshape(at_centre.shape)
         if norm == "linf":
+            s = at_centre.sign()
             cross = (lo < 0) & (hi > 0)
             width = (hi - lo).clamp(min=1e-300)
-            A, c = _summed(G, torch.where(cross, (hi + lo) / width, torch.where(lo >= 0, 1.0, -1.0)), upper=True)
-            return below, (A, c + torch.where(cross, -2 * hi * lo / width, 0.0).sum(-1))
-        A, c = _summed(G, lo + hi, upper=True)
-        c = c - (lo * hi).sum(-1)
-        q = ball_max(A, c, x0, e, self.norm).clamp(min=1e-300)
-        root = q.sqrt()
-        return below, (A / (2 * root[..., None]), root / 2 + c / (2 * root))
+            k = torch.where(cross, (hi + lo) / width, torch.where(lo >= 0, 1.0, -1.0))
+            extra = torch.where(cross, -2 * hi * lo / width, 0.0).sum(-1)
+        else:
+            s = at_centre / at_centre.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+            k, extra = lo + hi, -(lo * hi).sum(-1)
+        A, c = graph.lower(torch.stack([s, -k], -2))  # [B, K, 2, d]: s·g from below, k·g from above
+        below, (A_hi, c_hi) = (A[..., 0, :], c[..., 0]), (-A[..., 1, :], -c[..., 1] + extra)
+        if norm == "linf":
+            return below, (A_hi, c_hi)
+        root = ball_max(A_hi, c_hi, x0, e, self.norm).clamp(min=1e-300).sqrt()
+        return below, (A_hi / (2 * root[..., None]), root / 2 + c_hi / (2 * root))
 
     def region(self) -> tuple[Tensor, Tensor | float]:
         """The centre ``[B, d]`` and the radius (a float, ``[B, 1]``, or box half-widths ``[B, d]``) of the ball."""
@@ -455,17 +459,6 @@ class BallBounds:
             return _up(self.hess.sum((-2, -1)))
         sym = (self.hess + self.hess.transpose(-2, -1)) / 2
         return _up(torch.linalg.eigvalsh(sym)[..., -1].clamp(min=0))
-
-
-def _summed(G: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
-    """The lower (or upper) line of ``Σ_a k_a g_a`` for gradients ``g`` with linear bounds ``G`` (``A``
-    ``[B, K, d, d]``) and weights ``k`` ``[B, K, d]``: ``A`` ``[B, K, d]`` and ``c`` ``[B, K]``."""
-    A, c = scaled_line(G, k, upper)
-    return A.sum(-2), c.sum(-1)
-
-
-def _batch_slice(form: LinearForm, k: int) -> LinearForm:
-    return LinearForm(*(t[k : k + 1] for t in (form.A_lo, form.c_lo, form.A_hi, form.c_hi)))
 
 
 class CompiledNetwork:
@@ -549,7 +542,9 @@ class CompiledNetwork:
         n_batch = x0.shape[0]
         outputs = self.stages[-1].W.shape[0]
         rows = (outputs if classes is None else len(classes)) if functionals is None else functionals.shape[0]
-        gradient_forms = linear and not self.softmax and rows * self.d * self.widest <= MAX_GRADIENT_FORM_ENTRIES
+        # (an affine network's gradient is a constant, exact already)
+        gradient_forms = linear and not self.softmax and len(self.stages) > 1
+        gradient_forms = gradient_forms and rows * self.d * self.widest <= MAX_GRADIENT_FORM_ENTRIES
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
@@ -576,13 +571,14 @@ class CompiledNetwork:
             else:
                 (v0, v1), d1, d2, kink = activation_ranges(st, zlo, zhi)
                 smooth = smooth & ~kink.any(-1)
-                slope_form = None
+                slope = None
                 if linear:
                     relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
                     if gradient_forms:
-                        slope_form = lin.through_activation(slope_lines(st, zlo, zhi, d1, kink))
+                        lines = slope_lines(st, zlo, zhi, d1, kink)
+                        slope = (relaxations[-1], lines, lin.through_activation(lines))
                     lin = lin.through_activation(relaxations[-1])
-                saved.append((d1, d2, (Jlo, Jhi), slope_form))
+                saved.append((d1, d2, (Jlo, Jhi), slope, z_at_x))
                 Jlo, Jhi = _imul(d1[0][..., None], d1[1][..., None], Jlo, Jhi)
                 z_at_x = st(z_at_x)
                 zlo, zhi = v0, v1
@@ -617,66 +613,50 @@ class CompiledNetwork:
             glo, ghi = Jlo[:, idx], Jhi[:, idx]
         # backward pass: u = ∂f_k/∂(current activations), for K outputs at once; with linear propagation
         # also linear bounds of u (for logit outputs, whose top u is constant), which tighten its intervals
-        grads = _GradientForms(x0, e, norm, ulo) if gradient_forms else None
+        # (and the gradient at the centre, for the lines of its norm)
+        grads = GradientForms(x0, e, norm, ulo, self.stages) if gradient_forms else None
+        at_centre = ulo
         for st in reversed(self.stages):
             if isinstance(st, _Affine):
                 ulo, uhi = _matmul_exact(st.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), st.opT_abs)
                 ulo, uhi = ulo.transpose(1, 2), uhi.transpose(1, 2)
                 if grads is not None:
+                    at_centre = apply(st.opT, at_centre.transpose(1, 2)).transpose(1, 2)
                     ulo, uhi = grads.through_affine(st, ulo, uhi)
             else:
-                d1, d2, (Jl, Jh), slope_form = saved.pop()
+                d1, d2, (Jl, Jh), slope, z_x = saved.pop()
                 slo, shi = _imul(d2[0][:, None], d2[1][:, None], ulo, uhi)
                 Ja = _abs_max(Jl, Jh)
                 hess += (Ja.transpose(-1, -2)[:, None] * _abs_max(slo, shi)[:, :, None, :]) @ Ja[:, None]
                 before = ulo, uhi
                 ulo, uhi = _imul(d1[0][:, None], d1[1][:, None], ulo, uhi)
                 if grads is not None:
-                    ulo, uhi = grads.through_slope(slope_form, d1, before, ulo, uhi)
+                    at_centre = at_centre * activation_slope(st)(z_x)[:, None]
+                    ulo, uhi = grads.through_slope(*slope, d1, before, ulo, uhi)
         glo, ghi = torch.maximum(glo, ulo), torch.minimum(ghi, uhi)
+        graph = None
+        if grads is not None:
+            graph = grads.graph()
+            glo, ghi = _component_bounds(graph, glo, ghi, x0, e, norm)
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)
         if not linear:
             return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth)
-        grad_form = None if grads is None else grads.result()
-        return BallBounds(norm, eps, vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations, grad_form)
+        return BallBounds(
+            norm, eps, vlo, vhi, glo, ghi, hess, smooth, x0, self.stages, relaxations,
+            None if graph is None else (graph, at_centre),
+        )
 
 
-class _GradientForms:
-    """Linear bounds ``A x' + c`` of ``u = ∂f_k/∂(activations)`` through the backward pass, for ``B`` examples
-    and ``K`` outputs at once (rows ``[B K, n]``): ``u`` starts as the constant rows of the outputs, goes back
-    through the transposed affine maps exactly, and through each activation as the product of σ'(z), bounded
-    by its lines, with the incoming ``u`` (:func:`robustmix.certify.linear.product`). Every step's bounds over
-    the ball tighten the intervals of ``u``; at the input they are the bounds of ``∇f_k``."""
-
-    def __init__(self, x0: Tensor, e: Tensor, norm: Norm, rows: Tensor) -> None:
-        self.B, self.K, c = rows.shape
-        self.x, self.e, self.norm = x0.repeat_interleave(self.K, 0), e.repeat_interleave(self.K, 0), norm
-        self.form = LinearForm.exact(torch.zeros(self.B * self.K, c, x0.shape[1], dtype=_F64), rows.reshape(-1, c))
-
-    def through_affine(self, st: _Affine, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        self.form = self.form.through_affine(st.opT, st.opT_abs, 0.0)
-        return self._tighten(lo, hi)
-
-    def through_slope(
-        self, slope_form: LinearForm, slopes: tuple[Tensor, Tensor], before: tuple[Tensor, Tensor], lo: Tensor, hi: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        def per_row(t: Tensor) -> Tensor:
-            return t.repeat_interleave(self.K, 0)
-
-        S = LinearForm(*(per_row(t) for t in (slope_form.A_lo, slope_form.c_lo, slope_form.A_hi, slope_form.c_hi)))
-        v_range = (before[0].reshape(self.B * self.K, -1), before[1].reshape(self.B * self.K, -1))
-        self.form = product(S, (per_row(slopes[0]), per_row(slopes[1])), self.form, v_range, self.x, self.e, self.norm)
-        return self._tighten(lo, hi)
-
-    def _tighten(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        flo, fhi = self.form.concretize(self.x, self.e, self.norm)
-        return torch.maximum(lo, flo.reshape(lo.shape)), torch.minimum(hi, fhi.reshape(hi.shape))
-
-    def result(self) -> LinearForm:
-        """The bounds of the input gradients: ``A`` ``[B, K, d, d]``, ``c`` ``[B, K, d]``."""
-        f, shape = self.form, (self.B, self.K, *self.form.c_lo.shape[1:])
-        return LinearForm(f.A_lo.reshape(*shape, -1), f.c_lo.reshape(shape), f.A_hi.reshape(*shape, -1), f.c_hi.reshape(shape))
+def _component_bounds(
+    graph: GradientGraph, glo: Tensor, ghi: Tensor, x0: Tensor, e: Tensor, norm: Norm
+) -> tuple[Tensor, Tensor]:
+    """The gradient intervals ``[B, K, d]`` intersected with each component's bounds by the backward pass."""
+    B, K, d = glo.shape
+    eye = torch.eye(d, dtype=_F64)
+    A, c = graph.lower(torch.cat([eye, -eye])[None, None].expand(B, K, 2 * d, d).contiguous())
+    low = ball_min(A.reshape(B, K * 2 * d, d), c.reshape(B, -1), x0, e, norm).reshape(B, K, 2 * d)
+    return torch.maximum(glo, low[..., :d]), torch.minimum(ghi, -low[..., d:])
 
 
 def _imatvec(Jlo: Tensor, Jhi: Tensor, ulo: Tensor, uhi: Tensor) -> tuple[Tensor, Tensor]:

@@ -216,13 +216,14 @@ class LinearForm:
 def product(
     S: LinearForm, s_range: tuple[Tensor, Tensor], V: LinearForm, v_range: tuple[Tensor, Tensor],
     x0: Tensor, eps: Tensor | float, norm: Norm,
-) -> LinearForm:
+) -> tuple[LinearForm, tuple[Tensor, Tensor]]:
     """Linear bounds of the elementwise product ``s ⊙ v`` of two linearly bounded quantities whose values lie
     in the intervals ``s_range``, ``v_range`` on the ball (forms ``[N, n, d]``, intervals ``[N, n]``).
 
     McCormick's planes: ``s v ≥ s_lo v + v_lo s - s_lo v_lo`` and ``≥ s_hi v + v_hi s - s_hi v_hi`` (from
     ``(s - s_lo)(v - v_lo) ≥ 0`` and ``(s_hi - s)(v_hi - v) ≥ 0``), the upper ones alike; each unit keeps the
-    plane whose bound over the ball is tighter. Exact where either factor is a constant.
+    plane whose bound over the ball is tighter (returned too: True where the plane through ``(s_lo, v_lo)``,
+    resp. ``(s_hi, v_lo)``, is used). Exact where either factor is a constant.
     """
 
     def plane(a: Tensor, b: Tensor, upper: bool) -> tuple[Tensor, Tensor]:  # a v + b s - a b
@@ -235,10 +236,11 @@ def product(
     hi1, hi2 = plane(s_hi, v_lo, True), plane(s_lo, v_hi, True)
     first_lo = ball_min(*lo1, x0, eps, norm) >= ball_min(*lo2, x0, eps, norm)
     first_hi = ball_max(*hi1, x0, eps, norm) <= ball_max(*hi2, x0, eps, norm)
-    return LinearForm(
+    form = LinearForm(
         torch.where(first_lo[..., None], lo1[0], lo2[0]), torch.where(first_lo, lo1[1], lo2[1]),
         torch.where(first_hi[..., None], hi1[0], hi2[0]), torch.where(first_hi, hi1[1], hi2[1]),
     )
+    return form, (first_lo, first_hi)
 
 
 def scaled_line(form: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
