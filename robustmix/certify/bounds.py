@@ -27,6 +27,12 @@ respect to the activations ``a_l = σ(z_l)``.
    ELU's σ'' jumps at 0; σ' is still Lipschitz and, along any segment, ``d/dt σ'(z(t)) = s(t) z'(t)`` a.e.
    with ``s(t)`` in the hull of the one-sided σ'' values, which the interval contains, so the bound holds.
 
+With linear propagation (``method="linear"``) the pre-activation intervals are also intersected with
+forward linear bounds, the logits with a backward CROWN pass (:mod:`robustmix.certify.linear`), and, for
+logit outputs of small networks (``MAX_GRADIENT_FORM_ENTRIES``), the gradient intervals with linear bounds
+of the gradient itself (:mod:`robustmix.certify.gradient`), which also give lines of its norm
+(:meth:`BallBounds.grad_norm_lines`).
+
 Ranges of σ, σ', σ'' over an interval are exact up to rounding: they are taken at the endpoints and at the
 interior critical points (roots of the next derivative, analytic or found once by bisection to 1e-15).
 Every result is finally widened by a relative ``1e-9`` (and absolute ``1e-12``) to absorb float64 rounding.
@@ -359,6 +365,7 @@ class BallBounds:
     relaxations: list[Relaxation] | None = field(default=None, repr=False)
     #: the relaxed gradient computation and the gradient at the centre ``[B, K, d]`` (small logit networks)
     gradients: tuple[GradientGraph, Tensor] | None = field(default=None, repr=False)
+    _norm_ranges: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def example(self, k: int) -> BallBounds:
         """Example ``k`` of batched bounds; its linear relaxation keeps a batch of one."""
@@ -407,12 +414,15 @@ class BallBounds:
         return torch.maximum(m, _down(self._linear_norm_range(norm or self.norm)[0]).clamp(min=0))
 
     def _linear_norm_range(self, norm: Norm) -> tuple[Tensor, Tensor]:
-        """Bounds of ``||∇f_k||_{p*}`` over the ball: the extremes of :meth:`grad_norm_lines` there."""
-        (A_lo, c_lo), (A_hi, c_hi) = self.grad_norm_lines(norm)
-        x0, e = self.region()
-        shape = self.grad_lo.shape[:-1]
-        low = ball_min(A_lo, c_lo, x0, e, self.norm).clamp(min=0)
-        return low.reshape(shape), ball_max(A_hi, c_hi, x0, e, self.norm).reshape(shape)
+        """Bounds of ``||∇f_k||_{p*}`` over the ball: the extremes of :meth:`grad_norm_lines` there (computed
+        once per norm)."""
+        if norm not in self._norm_ranges:
+            (A_lo, c_lo), (A_hi, c_hi) = self.grad_norm_lines(norm)
+            x0, e = self.region()
+            shape = self.grad_lo.shape[:-1]
+            low = ball_min(A_lo, c_lo, x0, e, self.norm).clamp(min=0)
+            self._norm_ranges[norm] = low.reshape(shape), ball_max(A_hi, c_hi, x0, e, self.norm).reshape(shape)
+        return self._norm_ranges[norm]
 
     def grad_norm_lines(self, norm: Norm | None = None) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Lines ``a_lo·x' + c_lo ≤ ||∇f_k(x')||_{p*} ≤ a_hi·x' + c_hi`` on the whole ball (``a`` ``[B, K, d]``,
