@@ -322,19 +322,24 @@ def test_gradient_norm_bounds_are_much_tighter_than_from_intervals():
         assert (width_new < 0.5 * width_old).all()
 
 
-def test_networks_too_wide_for_gradient_forms_keep_interval_gradients(monkeypatch):
+def test_networks_too_wide_for_gradient_forms_still_get_sound_norm_lines(monkeypatch):
     from robustmix.certify import bounds as bounds_module
 
     torch.manual_seed(5)
-    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).to(F64).eval()
+    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Softplus(), nn.Linear(12, 3)).to(F64).eval()
     compiled = compile_network(net, (6,))
     x = torch.randn(6, dtype=F64)
-    with_forms = compiled.bounds(x, 0.2, "linf")
-    monkeypatch.setattr(bounds_module, "MAX_GRADIENT_FORM_ENTRIES", 3 * 6 * 12 - 1)
-    without = compiled.bounds(x, 0.2, "linf")
-    assert with_forms.gradients is not None and without.gradients is None
-    assert (with_forms.grad_norm_max() <= without.grad_norm_max()).all()
-    assert (with_forms.grad_norm_min() >= without.grad_norm_min()).all()
-    pts = sample_ball(x, 0.2, "linf", 10_000, torch.Generator().manual_seed(5))
+    pts = sample_ball(x, 0.3, "linf", 10_000, torch.Generator().manual_seed(5))
     _, grads = values_and_grads(net, pts, False, (6,))
-    assert (grads >= without.grad_lo).all() and (grads <= without.grad_hi).all()
+    norms = grads.abs().sum(-1)
+    old = compiled.bounds(x, 0.3, "linf", method="interval")
+    monkeypatch.setattr(bounds_module, "MAX_GRADIENT_FORM_ENTRIES", 3 * 6 * 12 - 1)
+    lite = compiled.bounds(x, 0.3, "linf")  # no forward bounds of u: planes picked at the centre
+    assert lite.gradients is not None
+    assert (grads >= lite.grad_lo).all() and (grads <= lite.grad_hi).all()
+    assert (norms >= lite.grad_norm_min()).all() and (norms <= lite.grad_norm_max()).all()
+    (a_lo, b_lo), (a_hi, b_hi) = lite.grad_norm_lines()
+    tol = 1e-9 * (1 + norms)
+    assert (norms >= pts @ a_lo[0].T + b_lo[0] - tol).all() and (norms <= pts @ a_hi[0].T + b_hi[0] + tol).all()
+    assert (lite.grad_norm_max() <= old.grad_norm_max()).all() and (lite.grad_norm_min() >= old.grad_norm_min()).all()
+    assert (lite.grad_norm_max() - lite.grad_norm_min() < 0.8 * (old.grad_norm_max() - old.grad_norm_min())).all()

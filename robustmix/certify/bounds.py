@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from .._utils.checks import check_choice
 from .._utils.norms import Norm, dual_norm
-from .gradient import GradientForms, GradientGraph
+from .gradient import ActivationRecord, GradientForms, GradientGraph, centre_record
 from .linear import (
     LinearForm,
     Relaxation,
@@ -80,10 +80,11 @@ BoundMethod = Literal["linear", "interval"]
 _REL, _ABS = 1e-9, 1e-12
 #: Largest dense matrix (entries) an affine run may become; bigger models need the RS certificates.
 MAX_DENSE_ENTRIES = 2**25
-#: Linear bounds of the input gradients carry a ``[d]`` row per unit and output: they are computed when the
-#: widest layer needs at most this many entries per example (small networks; the demo CNN needs 5x more
-#: and would be about 5x slower), otherwise the gradients keep interval bounds. Raise it to trade time for
-#: tighter Theorem 2 certificates on bigger networks.
+#: Forward linear bounds of the input gradients carry a ``[d]`` row per unit and output: they are computed
+#: when the widest layer needs at most this many entries per example (small networks; the demo CNN needs
+#: 5x more and would be about 5x slower). Without them the lines of the gradient's norm still come from
+#: the backward pass, on interval ranges of ``u`` with McCormick's planes picked at the centre (looser).
+#: Raise it to trade time for tighter Theorem 2 certificates on bigger networks.
 MAX_GRADIENT_FORM_ENTRIES = 2**18
 
 _AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -552,9 +553,11 @@ class CompiledNetwork:
         n_batch = x0.shape[0]
         outputs = self.stages[-1].W.shape[0]
         rows = (outputs if classes is None else len(classes)) if functionals is None else functionals.shape[0]
-        # (an affine network's gradient is a constant, exact already)
-        gradient_forms = linear and not self.softmax and len(self.stages) > 1
-        gradient_forms = gradient_forms and rows * self.d * self.widest <= MAX_GRADIENT_FORM_ENTRIES
+        # linear bounds of gradient functionals for logit outputs (an affine network's gradient is a constant,
+        # exact already); the forward bounds of every u, which pick the planes and tighten the intervals,
+        # where they are affordable
+        gradient_graph = linear and not self.softmax and len(self.stages) > 1
+        gradient_forms = gradient_graph and rows * self.d * self.widest <= MAX_GRADIENT_FORM_ENTRIES
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
@@ -584,9 +587,9 @@ class CompiledNetwork:
                 slope = None
                 if linear:
                     relaxations.append(relax(st, zlo, zhi, (v0, v1), d2, kink))
-                    if gradient_forms:
+                    if gradient_graph:
                         lines = slope_lines(st, zlo, zhi, d1, kink)
-                        slope = (relaxations[-1], lines, lin.through_activation(lines))
+                        slope = (relaxations[-1], lines, lin.through_activation(lines) if gradient_forms else None)
                     lin = lin.through_activation(relaxations[-1])
                 saved.append((d1, d2, (Jlo, Jhi), slope, z_at_x))
                 Jlo, Jhi = _imul(d1[0][..., None], d1[1][..., None], Jlo, Jhi)
@@ -625,13 +628,15 @@ class CompiledNetwork:
         # also linear bounds of u (for logit outputs, whose top u is constant), which tighten its intervals
         # (and the gradient at the centre, for the lines of its norm)
         grads = GradientForms(x0, e, norm, ulo, self.stages) if gradient_forms else None
+        records: list[ActivationRecord] = []  # without forward bounds: the planes picked at the centre
         at_centre = ulo
         for st in reversed(self.stages):
             if isinstance(st, _Affine):
                 ulo, uhi = _matmul_exact(st.opT, ulo.transpose(1, 2), uhi.transpose(1, 2), st.opT_abs)
                 ulo, uhi = ulo.transpose(1, 2), uhi.transpose(1, 2)
-                if grads is not None:
+                if gradient_graph:
                     at_centre = apply(st.opT, at_centre.transpose(1, 2)).transpose(1, 2)
+                if grads is not None:
                     ulo, uhi = grads.through_affine(st, ulo, uhi)
             else:
                 d1, d2, (Jl, Jh), slope, z_x = saved.pop()
@@ -640,14 +645,21 @@ class CompiledNetwork:
                 hess += (Ja.transpose(-1, -2)[:, None] * _abs_max(slo, shi)[:, :, None, :]) @ Ja[:, None]
                 before = ulo, uhi
                 ulo, uhi = _imul(d1[0][:, None], d1[1][:, None], ulo, uhi)
+                if not gradient_graph:
+                    continue
+                s_at_centre = activation_slope(st)(z_x)
                 if grads is not None:
-                    at_centre = at_centre * activation_slope(st)(z_x)[:, None]
                     ulo, uhi = grads.through_slope(*slope, d1, before, ulo, uhi)
+                else:
+                    records.append(centre_record(slope[0], slope[1], d1, before, s_at_centre, at_centre))
+                at_centre = at_centre * s_at_centre[:, None]
         glo, ghi = torch.maximum(glo, ulo), torch.minimum(ghi, uhi)
         graph = None
         if grads is not None:
             graph = grads.graph()
             glo, ghi = _component_bounds(graph, glo, ghi, x0, e, norm)
+        elif gradient_graph:
+            graph = GradientGraph(self.stages, records[::-1])
         vlo, vhi = _widen(vlo, vhi)
         glo, ghi = _widen(glo, ghi)
         if not linear:

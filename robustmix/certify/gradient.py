@@ -27,7 +27,7 @@ from torch import Tensor
 from .._utils.norms import Norm
 from .linear import LinearForm, Relaxation, apply, product
 
-__all__ = ["GradientForms", "GradientGraph", "ActivationRecord"]
+__all__ = ["GradientForms", "GradientGraph", "ActivationRecord", "centre_record"]
 
 _F64 = torch.float64
 
@@ -110,6 +110,22 @@ class GradientGraph:
 def _line_for(r: Relaxation, lower: Tensor, rows) -> tuple[Tensor, Tensor]:
     """Slope and offset of the lower line where ``lower``, else of the upper one."""
     return (torch.where(lower, rows(r.s_lo), rows(r.s_hi)), torch.where(lower, rows(r.b_lo), rows(r.b_hi)))
+
+
+def centre_record(
+    value: Relaxation, slope: Relaxation, s_range: tuple[Tensor, Tensor], u_range: tuple[Tensor, Tensor],
+    s_at_centre: Tensor, u_at_centre: Tensor,
+) -> ActivationRecord:
+    """An activation's record without forward bounds of ``u``: each unit's McCormick planes are the ones
+    closer to ``σ'(z) u`` at the centre of the ball (``s_at_centre`` ``[B, n]``, ``u_at_centre`` ``[B, K, n]``):
+    below, ``(s - s_lo)(u - u_lo)`` against ``(s_hi - s)(u_hi - u)``; above, ``(s_hi - s)(u - u_lo)`` against
+    ``(s - s_lo)(u_hi - u)``."""
+    s0, u0 = s_at_centre[:, None], u_at_centre
+    s_lo, s_hi = s_range[0][:, None], s_range[1][:, None]
+    u_lo, u_hi = u_range
+    below = (s0 - s_lo) * (u0 - u_lo) <= (s_hi - s0) * (u_hi - u0)
+    above = (s_hi - s0) * (u0 - u_lo) <= (s0 - s_lo) * (u_hi - u0)
+    return ActivationRecord(value, slope, s_range, u_range, (below, above))
 
 
 class GradientForms:
