@@ -6,9 +6,10 @@ class, a margin), the input gradient is ``g = W_0^T p_1`` with ``p_l = σ'(z_l) 
 interval (:func:`robustmix.certify.linear.relax_slope`) and each product ``σ'(z_l) ⊙ u_l`` McCormick's planes
 (:func:`robustmix.certify.linear.product`). Two passes use them:
 
-* forward (:class:`GradientForms`, during the backward pass of the intervals): linear bounds of every
-  ``u_l`` in the input, whose extremes over the ball tighten the intervals of ``u_l`` (the planes need them)
-  and pick each unit's planes;
+* forward (:class:`GradientForms`, during the backward pass of the intervals, on small networks): linear
+  bounds of every ``u_l`` in the input, whose extremes over the ball tighten the intervals of ``u_l`` (the
+  planes need them) and pick each unit's planes; on wider networks the intervals stay those of interval
+  arithmetic and the planes are picked at the centre (:func:`centre_record`);
 * backward (:meth:`GradientGraph.lower`), for linear functionals ``λ·g`` of the gradient (its components, the
   lines of its norm): one sweep along the gradient path (``l = 1 .. L-1``) turns ``λ`` into coefficients on
   every ``σ'(z_l)``; their lines turn those into coefficients on ``z_l``, which a CROWN sweep along the value
