@@ -343,3 +343,58 @@ def test_networks_too_wide_for_gradient_forms_still_get_sound_norm_lines(monkeyp
     assert (norms >= pts @ a_lo[0].T + b_lo[0] - tol).all() and (norms <= pts @ a_hi[0].T + b_hi[0] + tol).all()
     assert (lite.grad_norm_max() <= old.grad_norm_max()).all() and (lite.grad_norm_min() >= old.grad_norm_min()).all()
     assert (lite.grad_norm_max() - lite.grad_norm_min() < 0.8 * (old.grad_norm_max() - old.grad_norm_min())).all()
+
+
+def test_slope_lines_hold_on_saturated_cells():
+    # σ'' barely varies on cells deep in tanh's tail: the error term must not be divided by a clamped spread
+    layer = nn.Tanh()
+    lo, hi = torch.tensor([2.0935], dtype=F64), torch.tensor([30.1898], dtype=F64)
+    _, slopes, _, kink = activation_ranges(layer, lo, hi)
+    r = slope_lines(layer, lo, hi, slopes, kink)
+    z = torch.linspace(2.0935, 30.1898, 100_001, dtype=F64)
+    exact = 1 - torch.tanh(z) ** 2
+    assert bool((exact >= r.s_lo * z + r.b_lo - 1e-15).all()) and bool((exact <= r.s_hi * z + r.b_hi + 1e-15).all())
+
+
+def test_gradient_lower_bound_holds_where_two_saturated_units_cancel():
+    # f(x) = S (tanh(x + a) - ρ tanh(b - x)): the lines of both units' slopes nearly cancel over the ball
+    eps, a, b, rho, S = 13.733097335349866, 15.996727128334527, 14.513787006192786, 49.435212216483244, 1e9
+    net = nn.Sequential(nn.Linear(1, 2), nn.Tanh(), nn.Linear(2, 1)).to(F64)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        net[0].bias.copy_(torch.tensor([a, b]))
+        net[2].weight.copy_(S * torch.tensor([[1.0, -rho]]))
+        net[2].bias.zero_()
+    bounds = compile_network(net, (1,)).bounds(torch.zeros(1, dtype=F64), eps, "linf")
+    x = torch.linspace(-eps, eps, 200_001, dtype=F64)
+    exact = S * ((1 - torch.tanh(x + a) ** 2) + rho * (1 - torch.tanh(b - x) ** 2))  # about 0.00315 at its minimum
+    assert float(bounds.grad_lo[0, 0]) <= float(exact.min())
+    assert float(bounds.grad_norm_min()[0]) <= float(exact.min())
+
+
+def test_softplus_slope_reaches_one_above_torchs_threshold():
+    net = nn.Sequential(nn.Linear(1, 1), nn.Softplus(), nn.Linear(1, 1)).to(F64)
+    with torch.no_grad():
+        for lin, bias in ((net[0], 20.3), (net[2], 0.0)):
+            lin.weight.fill_(1.0)
+            lin.bias.fill_(bias)
+    x = torch.zeros(1, dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(x[None]).sum(), x)  # torch's Softplus is z itself here: slope exactly 1
+    for method in ("linear", "interval"):
+        b = compile_network(net, (1,)).bounds(x.detach(), 0.1, "linf", method=method)
+        assert float(b.grad_hi[0, 0]) >= float(grad) and float(b.grad_norm_max()[0]) >= float(grad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradient_bounds_hold_on_huge_balls(seed):
+    # radii far beyond the network's scale: lines with enormous error terms must give way to the ranges
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(1, 3), nn.Tanh(), nn.Linear(3, 1), nn.ELU(), nn.Linear(1, 2)).to(F64)
+    x = torch.randn(1, dtype=F64)
+    eps = 10.0 ** (9 + seed)
+    pts = x + torch.linspace(-eps, eps, 20_001, dtype=F64)[:, None]
+    _, grads = values_and_grads(net, pts, False, (1,))
+    b = compile_network(net, (1,)).bounds(x, eps, "linf")
+    assert (grads >= b.grad_lo).all() and (grads <= b.grad_hi).all()
+    norms = grads.abs().sum(-1)
+    assert (norms >= b.grad_norm_min()).all() and (norms <= b.grad_norm_max()).all()

@@ -282,8 +282,9 @@ def activation_ranges(layer: nn.Module, lo: Tensor, hi: Tensor) -> Ranges:
     d0 = _range(parts.d[0], tuple(parts.crit[0]), lo, hi)
     d1 = _range(parts.d[1], tuple(parts.crit[1]), lo, hi)
     d2 = _range(parts.d[2], tuple(parts.crit[2]), lo, hi)
-    jump = softplus_jump(layer)  # torch's Softplus steps at its threshold (values only; 0 for the others)
-    return (d0[0] - jump, d0[1] + jump), d1, d2, kink
+    # torch's Softplus is z itself above its threshold: steps in value and up to slope 1 there (0 otherwise)
+    jump, slope_jump = softplus_jump(layer), softplus_jump(layer, order=1)
+    return (d0[0] - jump, d0[1] + jump), (d1[0], d1[1] + slope_jump), d2, kink
 
 
 # -- interval helpers ------------------------------------------------------------------------------------
@@ -435,11 +436,15 @@ class BallBounds:
         * above, with ``g_a ∈ [l_a, u_a]`` on the ball: ``|g_a| ≤`` the chord of ``|·|`` on ``[l_a, u_a]`` (l_1);
           for l_2, ``g_a² ≤ (l_a + u_a) g_a - l_a u_a`` (the chord of the square) bounds ``||g||²`` by a line
           ``Q``, and ``√Q ≤ √q + (Q - q) / (2√q)`` with ``q`` the largest value of ``Q`` on the ball.
+
+        The lines hold up to float64 rounding; :meth:`grad_norm_min` and :meth:`grad_norm_max` widen their
+        extremes.
         """
         if self.gradients is None:
             raise ValueError("these bounds carry no linear bounds of the gradient (interval propagation, softmax, or too wide)")
         graph, at_centre = self.gradients
         norm = norm or self.norm
+        check_choice("norm", norm, ("linf", "l2"))
         x0, e = self.region()
         lo, hi = self.grad_lo.reshape(at_centre.shape), self.grad_hi.reshape(at_centre.shape)
         if norm == "linf":
@@ -565,7 +570,9 @@ class CompiledNetwork:
         zlo, zhi = zc - rad, zc + rad
         Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
-        saved = []  # per activation: (d1 interval, d2 interval, J interval of its input, linear bounds of σ')
+        # per activation: the intervals of σ' and σ'', the J interval of its input, its lines (σ, σ' and, with
+        # forward gradient bounds, σ''s bounds in the input) and its pre-activation at the centre
+        saved = []
         relaxations: list[Relaxation] = []
         lin = LinearForm.exact(Jlo, first.b.expand(n_batch, -1))  # forward linear bounds of the current layer
         smooth = torch.ones(n_batch, dtype=torch.bool)

@@ -36,14 +36,15 @@ _F64 = torch.float64
 @dataclass(frozen=True)
 class ActivationRecord:
     """What the backward pass needs of one activation: the lines of σ and of σ' ``[B, n]``, the ranges of σ'
-    ``[B, n]`` and of the incoming ``u`` ``[B, K, n]``, and which McCormick plane each unit uses (below and
-    above, ``[B, K, n]``: True for the plane through ``(s_lo, u_lo)`` resp. ``(s_hi, u_lo)``)."""
+    ``[B, n]`` and of the incoming ``u`` ``[B, K, n]``, and which McCormick planes each unit uses
+    (``planes_at_u_lo``, below and above, ``[B, K, n]``: True for the plane through ``(s_lo, u_lo)`` resp.
+    ``(s_hi, u_lo)``, False for the one through ``(s_hi, u_hi)`` resp. ``(s_lo, u_hi)``)."""
 
     value: Relaxation
     slope: Relaxation
     s_range: tuple[Tensor, Tensor]
     u_range: tuple[Tensor, Tensor]
-    first_plane: tuple[Tensor, Tensor]
+    planes_at_u_lo: tuple[Tensor, Tensor]
 
     def example(self, k: int) -> ActivationRecord:
         def one(t: Tensor) -> Tensor:
@@ -54,7 +55,7 @@ class ActivationRecord:
 
         return ActivationRecord(
             lines(self.value), lines(self.slope), (one(self.s_range[0]), one(self.s_range[1])),
-            (one(self.u_range[0]), one(self.u_range[1])), (one(self.first_plane[0]), one(self.first_plane[1])),
+            (one(self.u_range[0]), one(self.u_range[1])), (one(self.planes_at_u_lo[0]), one(self.planes_at_u_lo[1])),
         )
 
 
@@ -71,7 +72,8 @@ class GradientGraph:
 
     def lower(self, lam: Tensor) -> tuple[Tensor, Tensor]:
         """Lines ``A x' + c ≤ λ·∇f_k(x')`` on the ball for functionals ``lam`` ``[B, K, F, d]`` (``F`` per output):
-        ``A`` ``[B, K, F, d]``, ``c`` ``[B, K, F]``. Upper lines: ``-lower(-lam)``."""
+        ``A`` ``[B, K, F, d]``, ``c`` ``[B, K, F]``, valid up to float64 rounding (widen what is concluded from
+        them). Upper lines: ``-lower(-lam)``."""
         B, K, F, d = lam.shape
 
         def rows(t: Tensor) -> Tensor:  # [B, n] or [B, K, n] -> one row per functional [B K F, n]
@@ -84,7 +86,7 @@ class GradientGraph:
         for i, act in enumerate(self.acts):  # the gradient path, l = 1 .. L-1
             s_lo, s_hi = rows(act.s_range[0]), rows(act.s_range[1])
             u_lo, u_hi = rows(act.u_range[0]), rows(act.u_range[1])
-            below, above = rows(act.first_plane[0]), rows(act.first_plane[1])
+            below, above = rows(act.planes_at_u_lo[0]), rows(act.planes_at_u_lo[1])
             pos = mu >= 0  # μ p ≥ μ (plane below) where μ ≥ 0, μ (plane above) where μ < 0
             a = torch.where(pos, torch.where(below, s_lo, s_hi), torch.where(above, s_hi, s_lo))
             b = torch.where(pos, torch.where(below, u_lo, u_hi), torch.where(above, u_lo, u_hi))

@@ -90,19 +90,24 @@ def relax_slope(
     flat: Tensor, jump: float = 0.0,
 ) -> Relaxation:
     """Lines below and above ``σ'`` (the *slope* of an activation, a factor of the input gradient) on each
-    unit's interval, from its values on the grid ``z`` (:func:`grid`) and the range ``[a_k, b_k]`` of σ''
-    on each grid cell ``cell_d2`` ``[..., K]``: with ``φ = σ' - s z`` and ``φ' ∈ [a - s, b - s] ∋ 0`` on a cell
-    of width ``h``, ``φ`` stays within ``h (s - a)(b - s) / (b - a)`` of ``[min, max]`` of its end values (the
-    two lines of extreme slope from each end, combined so that ``t`` cancels). This needs σ' only Lipschitz
-    (ELU with α = 1 included). ``slopes``: the range of σ' (the constant lines where ``flat``); ``jump``: a
+    unit's interval, from its values on the grid ``z`` (:func:`grid`) and the range ``[a, b]`` of σ'' on each
+    grid cell ``cell_d2`` ``[..., K]``. With ``φ = σ' - s z``, ``φ' ∈ [a - s, b - s]`` on a cell ``[z_k, z_k + h]``:
+    for ``s`` in ``[a, b]``, ``φ(z_k + t)`` lies below both ``φ(z_k) + (b - s) t`` and
+    ``φ(z_k + h) + (s - a)(h - t)``, and the combination of the two with weights ``(s - a, b - s) / (b - a)``
+    has no ``t`` term, so ``φ ≤ max(φ(z_k), φ(z_k + h)) + h (s - a)(b - s) / (b - a)`` on the cell (and the
+    same below); for ``s`` outside ``[a, b]`` φ is monotone on the cell and the term is 0. This needs σ' only
+    Lipschitz (ELU with α = 1 included). ``slopes``: the range of σ' (the constant lines where ``flat``); ``jump``: a
     step of σ' to absorb (torch's Softplus)."""
     width = z[..., 1:] - z[..., :-1]
 
     def phi_range(s: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
         below = (cell_d2[0][..., None, :] - s[..., None]).clamp(max=0)  # [..., S, K]
         above = (cell_d2[1][..., None, :] - s[..., None]).clamp(min=0)
+        # (s - a)(b - s) / (b - a) as min · (max / spread), max / spread in [1/2, 1]: no division by a
+        # clamped spread, which would shrink the term on cells where σ'' barely varies (saturated units)
         spread = above - below
-        err = width[..., None, :] * torch.where(spread > 0, -below * above / spread.clamp(min=_TINY), 0.0)
+        ratio = torch.maximum(-below, above) / torch.where(spread > 0, spread, 1.0)
+        err = width[..., None, :] * torch.minimum(-below, above) * ratio
         ends_lo = torch.minimum(phi[..., :-1], phi[..., 1:])
         ends_hi = torch.maximum(phi[..., :-1], phi[..., 1:])
         return (ends_lo - err).min(-1).values - jump, (ends_hi + err).max(-1).values + jump
@@ -111,7 +116,8 @@ def relax_slope(
 
 
 def grid(lo: Tensor, hi: Tensor) -> Tensor:
-    """``K + 1`` evenly spaced points of each unit's ``[lo, hi]`` ``[..., K + 1]``, nondecreasing, ends exact."""
+    """``K + 1`` evenly spaced points of each unit's ``[lo, hi]`` ``[..., K + 1]``, ends exact (units narrower
+    than 1e-9 overshoot ``hi``: they get constant lines)."""
     step = (hi - lo).clamp(min=_TINY) / _GRID
     z = lo[..., None] + step[..., None] * _STEPS.to(lo)
     z[..., -1] = torch.maximum(hi, lo)
@@ -138,16 +144,21 @@ def fit_lines(
     unit = 1e-9 * (f.amax(-1) - f.amin(-1)).clamp(min=_TINY)[..., None]
     pick_lo = torch.round((mean - b_lo) / unit).argmin(-1, keepdim=True)
     pick_hi = torch.round((b_hi - mean) / unit).argmin(-1, keepdim=True)
+    gap_lo = (mean - b_lo).gather(-1, pick_lo)[..., 0]
+    gap_hi = (b_hi - mean).gather(-1, pick_hi)[..., 0]
     s_lo, s_hi = slopes.gather(-1, pick_lo)[..., 0], slopes.gather(-1, pick_hi)[..., 0]
     b_lo, b_hi = b_lo.gather(-1, pick_lo)[..., 0], b_hi.gather(-1, pick_hi)[..., 0]
-    finite = torch.isfinite(s_lo) & torch.isfinite(b_lo) & torch.isfinite(s_hi) & torch.isfinite(b_hi)
-    flat = flat | ~finite
+    # the constant lines (the range) where they lie closer on the grid: on intervals far wider than σ's
+    # curvature allows, the error terms dwarf the range, and such lines would only carry huge offsets
+    f_mean = f.mean(-1)
+    flat_lo = flat | ~(torch.isfinite(s_lo) & torch.isfinite(b_lo)) | ~(gap_lo < f_mean - constants[0])
+    flat_hi = flat | ~(torch.isfinite(s_hi) & torch.isfinite(b_hi)) | ~(gap_hi < constants[1] - f_mean)
     zero = torch.zeros_like(s_lo)
     return Relaxation(
-        torch.where(flat, zero, s_lo),
-        torch.where(flat, constants[0], b_lo),
-        torch.where(flat, zero, s_hi),
-        torch.where(flat, constants[1], b_hi),
+        torch.where(flat_lo, zero, s_lo),
+        torch.where(flat_lo, constants[0], b_lo),
+        torch.where(flat_hi, zero, s_hi),
+        torch.where(flat_hi, constants[1], b_hi),
     )
 
 
