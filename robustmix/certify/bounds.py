@@ -5,7 +5,8 @@ The constants of Theorems 1 and 2 (sections 3.1, 4.1) are suprema/infima over ``
 for a feed-forward chain of
 
 * affine layers — ``Linear``, ``Conv2d``, ``AvgPool2d``, ``Flatten``, ``Identity``, eval-mode ``Dropout``
-  and ``BatchNorm`` — merged into one dense matrix per run of consecutive affine layers;
+  and ``BatchNorm`` — merged into one linear map per run of consecutive affine layers (a matrix, or for
+  large convolution runs the layers themselves: :mod:`robustmix.certify.operators`);
 * elementwise activations — ``Softplus``, ``Tanh``, ``Sigmoid``, ``GELU`` (exact erf form), ``ELU``,
   ``SiLU``, and ``ReLU`` on units that are stable on the ball (the network is then affine there);
 * a final ``Softmax`` (or ``output="prob"``: probabilities of the logits).
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -58,7 +58,6 @@ from .gradient import ActivationRecord, GradientForms, GradientGraph, centre_rec
 from .linear import (
     LinearForm,
     Relaxation,
-    apply,
     backward,
     ball_max,
     ball_min,
@@ -68,6 +67,7 @@ from .linear import (
     relax_slope,
     softplus_jump,
 )
+from .operators import apply, operators
 
 __all__ = [
     "BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "activation_slope", "slope_lines",
@@ -320,27 +320,16 @@ def _up(v: Tensor) -> Tensor:
 # -- the compiled network ----------------------------------------------------------------------------------
 @dataclass
 class _Affine:
+    """A run of affine layers: ``z = W a + b``, with the four operators the propagation multiplies by (``W``,
+    ``|W|`` and their transposes; :func:`robustmix.certify.operators.operators`)."""
+
     W: Tensor
     b: Tensor
+    run: list[nn.Module] = field(default_factory=list, repr=False)
+    in_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        # the four operators the propagation multiplies by; sparse (CSR) where the matrix mostly holds zeros,
-        # as a convolution's does: several times faster than dense products on CPU, the same values
-        W_abs = self.W.abs()
-        self.op, self.op_abs = _operator(self.W), _operator(W_abs)
-        self.opT, self.opT_abs = _operator(self.W.T.contiguous()), _operator(W_abs.T.contiguous())
-
-
-#: Matrices with more entries than this, and at most this fraction of them nonzero, are stored sparse.
-_SPARSE_MIN_ENTRIES, _SPARSE_MAX_DENSITY = 2**16, 0.25
-
-
-def _operator(M: Tensor) -> Tensor:
-    if M.numel() < _SPARSE_MIN_ENTRIES or float((M != 0).float().mean()) > _SPARSE_MAX_DENSITY:
-        return M
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return M.to_sparse_csr()
+        self.op, self.op_abs, self.opT, self.opT_abs = operators(self.W, self.run, self.in_shape or (self.W.shape[1],))
 
 
 @dataclass
@@ -760,7 +749,7 @@ def _dense(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[_Affine, tuple
             )
         cols = [seq(e.reshape(-1, *shape)) for e in torch.eye(d, dtype=_F64).split(256)]
         W = (torch.cat(cols).reshape(d, -1) - b.reshape(1, -1)).T.contiguous()
-    return _Affine(W, b.reshape(-1)), out_shape
+    return _Affine(W, b.reshape(-1), run, shape), out_shape
 
 
 def compile_network(

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from .._utils.norms import Norm
-from .linear import LinearForm, Relaxation, apply, product
+from .linear import LinearForm, Relaxation, product
+from .operators import apply
 
 __all__ = ["GradientForms", "GradientGraph", "ActivationRecord", "centre_record"]
 

@@ -34,9 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
+from .operators import Operator, apply
 
 __all__ = [
-    "Relaxation", "relax", "relax_slope", "grid", "fit_lines", "softplus_jump", "LinearForm", "product", "scaled_line", "apply", "reach",
+    "Relaxation", "relax", "relax_slope", "grid", "fit_lines", "softplus_jump", "LinearForm", "product", "scaled_line", "reach",
     "ball_min", "ball_max", "backward",
 ]
 
@@ -196,7 +197,7 @@ class LinearForm:
     def exact(cls, W: Tensor, b: Tensor) -> LinearForm:
         return cls(W, b, W, b)
 
-    def through_affine(self, W: Tensor, W_abs: Tensor, b: Tensor) -> LinearForm:
+    def through_affine(self, W: Operator, W_abs: Operator, b: Tensor | float) -> LinearForm:
         """Bounds of ``W q + b`` (forward mode): centre and half-difference, two products each."""
         A_mid, A_rad = (self.A_lo + self.A_hi) / 2, (self.A_hi - self.A_lo) / 2
         c_mid, c_rad = (self.c_lo + self.c_hi) / 2, (self.c_hi - self.c_lo) / 2
@@ -245,13 +246,20 @@ def product(
     (s_lo, s_hi), (v_lo, v_hi) = s_range, v_range
     lo1, lo2 = plane(s_lo, v_lo, False), plane(s_hi, v_hi, False)
     hi1, hi2 = plane(s_hi, v_lo, True), plane(s_lo, v_hi, True)
-    first_lo = ball_min(*lo1, x0, eps, norm) >= ball_min(*lo2, x0, eps, norm)
-    first_hi = ball_max(*hi1, x0, eps, norm) <= ball_max(*hi2, x0, eps, norm)
+    first_lo = _at_least(ball_min(*lo1, x0, eps, norm), ball_min(*lo2, x0, eps, norm))
+    first_hi = _at_least(-ball_max(*hi1, x0, eps, norm), -ball_max(*hi2, x0, eps, norm))
     form = LinearForm(
         torch.where(first_lo[..., None], lo1[0], lo2[0]), torch.where(first_lo, lo1[1], lo2[1]),
         torch.where(first_hi[..., None], hi1[0], hi2[0]), torch.where(first_hi, hi1[1], hi2[1]),
     )
     return form, (first_lo, first_hi)
+
+
+def _at_least(a: Tensor, b: Tensor) -> Tensor:
+    """``a >= b``, compared on a grid of 1e-9 of their size: ties (both planes equally tight, as where either
+    factor is constant) do not flip with rounding (layers against matrices, a batch against one example)."""
+    unit = (1e-9 * torch.maximum(a.abs(), b.abs())).clamp(min=1e-280)
+    return torch.round(a / unit) >= torch.round(b / unit)
 
 
 def scaled_line(form: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
@@ -260,15 +268,6 @@ def scaled_line(form: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tenso
     A = torch.where(take_lo[..., None], form.A_lo, form.A_hi)
     c = torch.where(take_lo, form.c_lo, form.c_hi)
     return k[..., None] * A, k * c
-
-
-def apply(op: Tensor, X: Tensor) -> Tensor:
-    """``op`` (``[m, n]``, dense or sparse) applied to each example of ``X``: ``[B, n] -> [B, m]`` or
-    ``[B, n, k] -> [B, m, k]``, as one matrix product over the whole batch."""
-    if X.dim() == 2:
-        return (op @ X.T).T
-    B, n, k = X.shape
-    return (op @ X.transpose(0, 1).reshape(n, B * k)).reshape(-1, B, k).transpose(0, 1)
 
 
 def reach(A: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
