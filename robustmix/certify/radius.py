@@ -29,8 +29,8 @@ eq. 3 is at most ``Λ_k ||x' - x - δ||_p ≤ Λ_k ε``. Theorem 2 (appendix B.2
 follow from the proof (whose last display drops a denominator factor, which only loosens it); ``L^h``,
 ``L^g`` are only needed relative to the centre, and ``Λ`` bounds them.
 
-**Search.** The constants depend on ε, so the radius is the largest ε (found by bisection, ``steps``
-halvings) at which the theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
+**Search.** The constants depend on ε, so the radius is the largest ε (found to the precision of ``steps``
+halvings, by regula falsi on the margin bounds where they are available: ``_search``) at which the theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
 :mod:`robustmix.certify.bounds`, or (``propagation="linear"``, the default) at which linear bounds on the
 mixture's margin itself stay positive with h's weight anywhere in the range the bounds on R allow
 (``_margin_check``); with ``split_budget``, also at which that check passes on every box of a cover of
@@ -309,7 +309,8 @@ def certified_radius(
         x: one example, ``[1, ...]`` or unbatched ``[...]``; a batch of several goes to :func:`certified_radii`.
         i, j: classes; ``j`` may be a list, or ``None`` for all other classes (the argmax certificate).
         method: ``"bounds"`` (sound, default) or ``"empirical"`` (sampled constants, ``certified=False``).
-        steps: bisection halvings on ε; n_samples, seed: sampling of the empirical mode.
+        steps: the radius is found to within ``end / 2**steps`` (the precision of that many halvings of the
+            search range ``[0, end]``); n_samples, seed: sampling of the empirical mode.
         propagation: ``"linear"`` (default): the theorems' constants from interval and linear bound
             propagation, and an ε is also accepted when linear bounds on the mixture's margin itself stay
             positive over the ball (see ``_margin_check``); ``"interval"``: interval bounds and the
@@ -543,23 +544,71 @@ class _ScaleLayer(nn.Identity):
         return x * self.s
 
 
-def _search(check, hi: float, steps: int) -> Generator[float, Any, tuple[float, dict[str, float]]]:
-    """Largest verified ε in [0, hi] by bisection; ``check(eps)`` is a generator (see :func:`_drive`) that
-    returns the constants or None. Returns (ε, constants)."""
+#: What a check of one ε says: the constants or bounds that verified it (a dict), or that it failed, with the
+#: lower bound it found for the margin where it has one (a float, ≤ 0), else None.
+_Outcome = dict[str, float] | float | None
+
+
+def _search(
+    check, hi: float, steps: int, margin: float, scored: bool = True, grow: bool = False
+) -> Generator[float, Any, tuple[float, dict[str, float]]]:
+    """Largest verified ε in [0, hi] (beyond ``hi`` too with ``grow``: ``hi`` is then only a guess);
+    ``check(eps)`` is a generator (see :func:`_drive`) that returns an :data:`_Outcome`. Returns (ε, constants).
+
+    With ``grow``, where ``hi`` verifies it is doubled until it does not (at most ``steps`` times). The bracket
+    ``[lo, hi]`` (``lo`` verified, ``hi`` not) is then narrowed to a width of at most ``hi / 2**steps``
+    (the precision of ``steps`` halvings). The margin bound the checks report shrinks smoothly with ε, so
+    for the first ``steps`` tries the next ε is where the secant through the last two margin bounds
+    (``margin``: the margin at ``x``, the bound at ε = 0) crosses 0, kept strictly inside the bracket; the
+    midpoint where fewer than two bounds are known, and for every later try (at most ``2 * steps`` in all,
+    so the precision is always reached). The secant reaches it in about half the tries of halving alone
+    (each try: one bound pass per network). ``scored=False``: halving only (for checks the margin bound does
+    not decide).
+    """
     if not (hi > 0 and math.isfinite(hi)):
         return 0.0, {}
-    found = yield from check(hi)
-    if found is not None:
-        return hi, found
     lo, best = 0.0, {}
-    for _ in range(steps):
+    known = [(0.0, margin)] if scored else []
+    outcome = yield from check(hi)
+    for _ in range(steps if grow else 0):  # the end verified: the radius may lie further out
+        if not isinstance(outcome, dict):
+            break
+        lo, best, hi = hi, outcome, 2 * hi
+        known.append((lo, _score(outcome)))
+        outcome = yield from check(hi)
+    if isinstance(outcome, dict):
+        return hi, outcome
+    tol = hi / 2**steps
+    known = [(e, f) for e, f in [*known, (hi, _score(outcome))] if scored and f is not None]
+    for tries in range(2 * steps):
+        if hi - lo <= tol:
+            break
         mid = (lo + hi) / 2
-        found = yield from check(mid)
-        if found is not None:
-            lo, best = mid, found
+        if tries < steps and len(known) >= 2 and known[-1][1] != known[-2][1]:
+            (a, fa), (b, fb) = known[-2], known[-1]
+            # on a grid of tol / 64: bounds that differ by rounding (a batch against one example) then
+            # almost always pick the same ε
+            root = round((b - fb * (b - a) / (fb - fa)) / (tol / 64)) * (tol / 64)
+            if lo < root < hi:
+                mid = min(max(root, lo + tol / 2), hi - tol / 2)
+        outcome = yield from check(mid)
+        if isinstance(outcome, dict):
+            lo, best = mid, outcome
         else:
             hi = mid
+        score = _score(outcome) if scored else None
+        if score is not None:
+            known.append((mid, score))
     return lo, best
+
+
+def _score(outcome: _Outcome) -> float | None:
+    """The margin bound an outcome reports: the smallest ``margin_lower`` of a verified one, the failed
+    check's bound, or None."""
+    if isinstance(outcome, dict):
+        lows = [v for k, v in outcome.items() if k.startswith("margin_lower")]
+        return min(lows) if lows else None
+    return outcome if outcome is not None and math.isfinite(outcome) else None
 
 
 def _result(model, i, others, margins: dict[int, float], radius, method, consts, note) -> CertResult:
@@ -605,28 +654,38 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
                 float(sg.K[k]), float(sg.m[k]), float(sg.M[k]), float(sg.L[k]),
                 float(sh.K[k]), float(sh.m[k]), float(sh.M[k]), float(sh.L[k]), float(R[k]),
             )
-        if all(eps <= theorem2_radius(consts[f"C_{i}"], consts[f"C_{j}"], alpha, margins[j], eps_c) for j in others):
-            return {f"{name}[{k}]": getattr(cst, name) for k in (i, *others) for cst in [consts[f"C_{k}"]]
-                    for name in ("K_g", "m_g", "M_g", "L_g", "K_h", "m_h", "M_h", "L_h", "R_x")}
         w_lo = weight_on_h(alpha, sg.m / (sh.M + eps_c))
         w_hi = weight_on_h(alpha, sg.M / (sh.m + eps_c))
         prob = model.space == "prob"
         found = _margin_check(sg, sh, None, i, others, w_lo, w_hi, prob=prob)
-        if found is None and split_budget and sg.bounds is not None and sg.bounds.relaxations is not None:
+        if all(eps <= theorem2_radius(consts[f"C_{i}"], consts[f"C_{j}"], alpha, margins[j], eps_c) for j in others):
+            verified = {f"{name}[{k}]": getattr(cst, name) for k in (i, *others) for cst in [consts[f"C_{k}"]]
+                        for name in ("K_g", "m_g", "M_g", "L_g", "K_h", "m_h", "M_h", "L_h", "R_x")}
+            # the margin bounds too where they hold (the search steers by them)
+            return {**verified, **found} if isinstance(found, dict) else verified
+        if not isinstance(found, dict) and split_budget and sg.bounds is not None and sg.bounds.relaxations is not None:
             found = split_margin_check(
                 g.net, h.net, g.x, eps, model.norm, i, others, alpha, eps_c, prob, split_budget  # type: ignore[arg-type]
             )
         return found
 
-    s0g, s0h = yield 0.0
-    hi = _upper_from(lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others)
-    r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps)
+    end = _first_order_end(model, g.x, i, others)
+    # the margin bounds of linear propagation reach about as far as the first-order distance: a guess of
+    # the end, grown where it verifies; else the theorem's radius with the constants at x bounds the search
+    grow = method == "bounds" and g.propagation == "linear" and 0 < end < math.inf
+    if not grow:
+        s0g, s0h = yield 0.0
+        end = _search_end(model, g.x, i, others, _upper_from(
+            lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others
+        ))
+    # with splitting, a failed outcome's margin bound is the unsplit ball's: not the function the search tries
+    r, consts = yield from _search(check, end, steps, min(margins.values()), scored=not split_budget, grow=grow)
     return _result(model, i, others, margins, r, method, consts, "theorem2")
 
 
 def _margin_check(
     sg: _Stats, sh: _Stats | None, h_values: Tensor | None, i: int, others, w_lo: Tensor, w_hi: Tensor, prob: bool
-) -> dict[str, float] | None:
+) -> _Outcome:
     """Certify ``out_i > out_j`` on the ball from bounds on the mixture itself, with h's weight ``w_k`` known
     only to lie in ``[w_lo_k, w_hi_k]`` (from the bounds on R); ``h_values``: h's outputs when h is constant
     on the ball (the K-NN oracle), else h's bounds ``sh``.
@@ -635,7 +694,8 @@ def _margin_check(
     so its minimum over the box of weights is at one of the four corners. Each corner's margin is bounded
     below by linear bound propagation through g and h together (logits: one backward pass per network
     for all corners, the two linear forms added before minimising over the ball) or, for probabilities,
-    by their intervals. Returns the lower bounds when all are positive, else None.
+    by their intervals. Returns the lower bounds when all are positive, else the smallest of them (a
+    float, for the search's regula falsi), or None where the bounds are not sound bounds.
     """
     if sg.bounds is None or (sh is not None and sh.bounds is None):
         return None  # sampled estimates: not a bound
@@ -657,14 +717,21 @@ def _margin_check(
         low = low + const
     per_rival = low.reshape(len(others), 4).min(1).values
     if not bool((per_rival > 0).all()):
-        return None
+        return float(per_rival.min())  # NaN (fails closed) reads as no bound
     return {"via_linear_bounds": 1.0, **{f"margin_lower[{j}]": float(v) for j, v in zip(others, per_rival, strict=True)}}
 
 
 def _search_end(model: CertifiableMixin, x: Tensor, i: int, others, theorem_end: float) -> float:
-    """The upper end of the bisection: the theorem's radius with constants at x (it cannot certify more) or
+    """The upper end of the search: the theorem's radius with constants at x (it cannot certify more) or
     twice the first-order distance to the nearest decision boundary (what the margin bounds can reach),
     whichever is larger. Only a search range: every returned ε is verified."""
+    ends = [e for e in (theorem_end, _first_order_end(model, x, i, others)) if math.isfinite(e) and e > 0]
+    return max(ends) if ends else theorem_end
+
+
+def _first_order_end(model: CertifiableMixin, x: Tensor, i: int, others) -> float:
+    """Twice the first-order distance ``min_j margin_j / ||∇ margin_j||_{p*}`` to the nearest decision
+    boundary of the mixture at ``x`` (inf where every margin's gradient is 0)."""
     dtype = next((p.dtype for p in model.g.parameters()), x.dtype)
     xg = x.to(dtype).clone().requires_grad_(True)
     with torch.enable_grad():
@@ -675,9 +742,7 @@ def _search_end(model: CertifiableMixin, x: Tensor, i: int, others, theorem_end:
             gn = float(dual_norm(grad.reshape(1, -1), model.norm, batch_dims=None)[0])
             margin = float((out[i] - out[j]).detach())
             dists.append(margin / gn if gn > 0 else math.inf)
-    first_order = 2 * min(dists)
-    ends = [e for e in (theorem_end, first_order) if math.isfinite(e) and e > 0]
-    return max(ends) if ends else theorem_end
+    return 2 * min(dists)
 
 
 def _t2(sg: _Stats | None, sh: _Stats | None, R: Tensor, k: int) -> Theorem2Constants:
@@ -723,7 +788,7 @@ def _certify_knn(model, g: _Model, x, i, others, alpha, prob, method, steps) -> 
     s0, _ = yield 0.0
     assert s0 is not None
     hi = _upper_from(lambda j: theorem1_radius(consts_at(s0, i), consts_at(s0, j), alpha, margins[j], h_bound), others)
-    r, consts = yield from _search(check, _search_end(model, x, i, others, hi), steps)
+    r, consts = yield from _search(check, _search_end(model, x, i, others, hi), steps, min(margins.values()))
     return _result(model, i, others, margins, r, method, consts, "theorem1")
 
 
@@ -765,7 +830,7 @@ def _certify_lipschitz(model, g: _Model, h: _Model, i, others, w, method, steps)
     hi = min((abs(margins[j]) / L if L else math.inf) for j, L in zip(others, l0, strict=True) if L is not None)
     if math.isinf(hi):
         hi = 1e6
-    r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps)
+    r, consts = yield from _search(check, _search_end(model, g.x, i, others, hi), steps, min(margins.values()))
     return _result(model, i, others, margins, r, method, consts, "lipschitz")
 
 
