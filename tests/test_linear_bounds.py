@@ -18,20 +18,28 @@ from tests.test_bounds import sample_ball, values_and_grads
 torch.set_num_threads(1)
 F64 = torch.float64
 ACTS = [nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU, lambda: nn.ELU(alpha=0.5)]
+# the networks the sampling tests draw
+NET_ACTS = st.sampled_from([nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU])
+KINDS, NORMS, RADII = st.sampled_from(["mlp", "conv"]), st.sampled_from(["linf", "l2"]), st.floats(0.01, 0.5)
+
+
+def _intervals_and_points(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """200 intervals of widths from 0 to 8 and 50 points of each (both ends included): 10,000 points."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randn(200, generator=gen, dtype=F64) * 4
+    width = torch.rand(200, generator=gen, dtype=F64) * torch.tensor([0.0, 1e-10, 0.1, 1.0, 8.0], dtype=F64).repeat(40)
+    lo, hi = centre - width / 2, centre + width / 2
+    t = torch.rand(50, 200, generator=gen, dtype=F64)
+    t[0], t[1] = 0.0, 1.0  # both ends
+    return lo, hi, lo + t * (hi - lo)
 
 
 @pytest.mark.parametrize("act", ACTS, ids=lambda a: repr(a()))
 def test_activation_lines_contain_10000_points_of_each_interval(act):
     layer = act()
-    gen = torch.Generator().manual_seed(0)
-    centre = torch.randn(200, generator=gen, dtype=F64) * 4
-    width = torch.rand(200, generator=gen, dtype=F64) * torch.tensor([0.0, 1e-10, 0.1, 1.0, 8.0], dtype=F64).repeat(40)
-    lo, hi = centre - width / 2, centre + width / 2
+    lo, hi, z = _intervals_and_points(seed=0)
     values, _, d2, kink = activation_ranges(layer, lo, hi)
     r = relax(layer, lo, hi, values, d2, kink)
-    t = torch.rand(50, 200, generator=gen, dtype=F64)
-    t[0], t[1] = 0.0, 1.0  # both ends
-    z = lo + t * (hi - lo)
     y = layer(z)
     slack = 1e-12 * (1 + y.abs())
     assert (y >= r.s_lo * z + r.b_lo - slack).all()
@@ -53,10 +61,7 @@ def _net(kind: str, act: type[nn.Module]) -> tuple[nn.Module, tuple[int, ...]]:
 
 @settings(max_examples=16, deadline=None)
 @given(
-    act=st.sampled_from([nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU]),
-    kind=st.sampled_from(["mlp", "conv"]),
-    norm=st.sampled_from(["linf", "l2"]),
-    eps=st.floats(0.01, 0.5),
+    act=NET_ACTS, kind=KINDS, norm=NORMS, eps=RADII,
     seed=st.integers(0, 10_000),
 )
 def test_linear_bounds_contain_10000_samples_and_are_within_the_intervals(act, kind, norm, eps, seed):
@@ -217,15 +222,10 @@ def test_softplus_lines_hold_across_torchs_threshold_and_other_thresholds_are_re
 def test_slope_lines_contain_10000_points_of_each_interval(act):
     # the lines of σ' that the gradient's linear bounds are built from
     layer = act()
-    gen = torch.Generator().manual_seed(1)
-    centre = torch.randn(200, generator=gen, dtype=F64) * 4
-    width = torch.rand(200, generator=gen, dtype=F64) * torch.tensor([0.0, 1e-10, 0.1, 1.0, 8.0], dtype=F64).repeat(40)
-    lo, hi = centre - width / 2, centre + width / 2
+    lo, hi, z = _intervals_and_points(seed=1)
     _, slopes, _, kink = activation_ranges(layer, lo, hi)
     r = slope_lines(layer, lo, hi, slopes, kink)
-    t = torch.rand(50, 200, generator=gen, dtype=F64)
-    t[0], t[1] = 0.0, 1.0
-    z = (lo + t * (hi - lo)).requires_grad_(True)
+    z = z.requires_grad_(True)
     (y,) = torch.autograd.grad(layer(z).sum(), z)  # σ' as autograd computes it
     z = z.detach()
     slack = 1e-12 * (1 + y.abs())
@@ -265,10 +265,7 @@ def test_product_bounds_contain_the_product_at_10000_points():
 
 @settings(max_examples=16, deadline=None)
 @given(
-    act=st.sampled_from([nn.Tanh, nn.Softplus, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.ReLU]),
-    kind=st.sampled_from(["mlp", "conv"]),
-    norm=st.sampled_from(["linf", "l2"]),
-    eps=st.floats(0.01, 0.5),
+    act=NET_ACTS, kind=KINDS, norm=NORMS, eps=RADII,
     pair=st.booleans(),
     seed=st.integers(0, 10_000),
 )
