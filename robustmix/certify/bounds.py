@@ -325,11 +325,11 @@ class _Affine:
 
     W: Tensor
     b: Tensor
-    run: list[nn.Module] = field(default_factory=list, repr=False)
-    in_shape: tuple[int, ...] = ()
+    run: list[nn.Module] = field(repr=False)
+    in_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        self.op, self.op_abs, self.opT, self.opT_abs = operators(self.W, self.run, self.in_shape or (self.W.shape[1],))
+        self.op, self.op_abs, self.opT, self.opT_abs = operators(self.W, self.run, self.in_shape)
 
 
 @dataclass

@@ -5,9 +5,9 @@ and their transposes. A matrix (dense, or sparse CSR when it mostly holds zeros)
 convolution merged with its neighbours into one matrix loses its structure, though: the demo CNN's
 ``AvgPool2d`` + ``Conv2d`` run is a dense ``[1024, 2048]`` matrix (16 MB read per product) for 18,432
 weights. :class:`LayerMap` applies such a run through the layers themselves instead (bias-free copies in
-float64; ``|W|`` through copies with absolute weights; transposes by the layers' vector-Jacobian product),
-several times faster on CPU. The matrix is still built once, at compile time, to check that the layers
-give the same operators.
+float64; ``|W|`` through copies with absolute weights; transposes layer by layer, by transposed
+convolutions and vector-Jacobian products), several times faster on CPU. The matrix is still built once,
+at compile time, to check that the layers give the same operators.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def operators(W: Tensor, run: list[nn.Module], in_shape: tuple[int, ...]) -> tup
         linear, absolute = _linear_part(run, absolute=False), _linear_part(run, absolute=True)
         fwd, fwd_abs = LayerMap(linear, in_shape, W.shape[0]), LayerMap(absolute, in_shape, W.shape[0])
         back, back_abs = (LayerMap(m, in_shape, W.shape[0], transpose=True) for m in (linear, absolute))
-        # (a layer whose bias-free copy were not its linear part would keep the matrices.) |W| is the layers
-        # with absolute weights only where no two paths through them meet with opposite signs (true of
-        # non-overlapping pooling before a convolution); elsewhere |W| stays a matrix
+        # the checks keep the matrices should a bias-free copy not be its layer's linear part; |W| is the
+        # layers with absolute weights only where no two paths through them meet with opposite signs (true
+        # of non-overlapping pooling before a convolution); elsewhere |W| stays a matrix
         if _same(fwd, W) and _same(back, W.T):
             if _same(fwd_abs, W_abs) and _same(back_abs, W_abs.T):
                 return fwd, fwd_abs, back, back_abs

@@ -30,7 +30,8 @@ follow from the proof (whose last display drops a denominator factor, which only
 ``L^g`` are only needed relative to the centre, and ``Λ`` bounds them.
 
 **Search.** The constants depend on ε, so the radius is the largest ε (found to the precision of ``steps``
-halvings, by regula falsi on the margin bounds where they are available: ``_search``) at which the theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
+halvings, steered by the secant of the margin bounds where they are available: ``_search``) at which the
+theorem's condition holds with constants bounded over ``B_p(x, ε)`` by
 :mod:`robustmix.certify.bounds`, or (``propagation="linear"``, the default) at which linear bounds on the
 mixture's margin itself stay positive with h's weight anywhere in the range the bounds on R allow
 (``_margin_check``); with ``split_budget``, also at which that check passes on every box of a cover of
@@ -675,9 +676,9 @@ def _certify_theorem2(model, g: _Model, h: _Model, i, others, alpha, method, ste
     grow = method == "bounds" and g.propagation == "linear" and 0 < end < math.inf
     if not grow:
         s0g, s0h = yield 0.0
-        end = _search_end(model, g.x, i, others, _upper_from(
+        end = _wider_end(_upper_from(
             lambda j: theorem2_radius(_t2(s0g, s0h, R, i), _t2(s0g, s0h, R, j), alpha, margins[j], eps_c), others
-        ))
+        ), end)
     # with splitting, a failed outcome's margin bound is the unsplit ball's: not the function the search tries
     r, consts = yield from _search(check, end, steps, min(margins.values()), scored=not split_budget, grow=grow)
     return _result(model, i, others, margins, r, method, consts, "theorem2")
@@ -695,7 +696,7 @@ def _margin_check(
     below by linear bound propagation through g and h together (logits: one backward pass per network
     for all corners, the two linear forms added before minimising over the ball) or, for probabilities,
     by their intervals. Returns the lower bounds when all are positive, else the smallest of them (a
-    float, for the search's regula falsi), or None where the bounds are not sound bounds.
+    float, which steers the search's secant), or None where the bounds are not sound bounds.
     """
     if sg.bounds is None or (sh is not None and sh.bounds is None):
         return None  # sampled estimates: not a bound
@@ -725,7 +726,12 @@ def _search_end(model: CertifiableMixin, x: Tensor, i: int, others, theorem_end:
     """The upper end of the search: the theorem's radius with constants at x (it cannot certify more) or
     twice the first-order distance to the nearest decision boundary (what the margin bounds can reach),
     whichever is larger. Only a search range: every returned ε is verified."""
-    ends = [e for e in (theorem_end, _first_order_end(model, x, i, others)) if math.isfinite(e) and e > 0]
+    return _wider_end(theorem_end, _first_order_end(model, x, i, others))
+
+
+def _wider_end(theorem_end: float, first_order_end: float) -> float:
+    """The larger of the two ends where they are positive and finite (else the theorem's)."""
+    ends = [e for e in (theorem_end, first_order_end) if math.isfinite(e) and e > 0]
     return max(ends) if ends else theorem_end
 
 
