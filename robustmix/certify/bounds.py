@@ -57,6 +57,7 @@ from .._utils.norms import Norm, dual_norm
 from .gradient import ActivationRecord, GradientForms, GradientGraph, centre_record
 from .linear import (
     LinearForm,
+    Region,
     Relaxation,
     backward,
     ball_max,
@@ -68,6 +69,7 @@ from .linear import (
     softplus_jump,
 )
 from .operators import apply, operators
+from .regions import BoxInBall
 
 __all__ = [
     "BallBounds", "BoundMethod", "CompiledNetwork", "compile_network", "activation_ranges", "activation_slope", "slope_lines",
@@ -344,7 +346,7 @@ class BallBounds:
     """
 
     norm: Norm
-    eps: float | Tensor
+    eps: float | Tensor | BoxInBall
     value_lo: Tensor
     value_hi: Tensor
     grad_lo: Tensor
@@ -452,8 +454,9 @@ class BallBounds:
         root = ball_max(A_hi, c_hi, x0, e, self.norm).clamp(min=1e-300).sqrt()
         return below, (A_hi / (2 * root[..., None]), root / 2 + c_hi / (2 * root))
 
-    def region(self) -> tuple[Tensor, Tensor | float]:
-        """The centre ``[B, d]`` and the radius (a float, ``[B, 1]``, or box half-widths ``[B, d]``) of the ball."""
+    def region(self) -> tuple[Tensor, Region]:
+        """The centre ``[B, d]`` and the radius (a float, ``[B, 1]``, box half-widths ``[B, d]``, or a
+        :class:`~robustmix.certify.regions.BoxInBall`) of the ball."""
         assert self.center is not None
         eps = self.eps
         return self.center, eps if not isinstance(eps, Tensor) else (eps[:, None] if eps.dim() == 1 else eps)
@@ -515,7 +518,7 @@ class CompiledNetwork:
     def batch_bounds(
         self,
         xs: Tensor,
-        eps: Tensor,
+        eps: Tensor | BoxInBall,
         norm: Norm,
         classes: list[int] | None = None,
         functionals: Tensor | None = None,
@@ -525,25 +528,31 @@ class CompiledNetwork:
         one pass (every tensor of the result gains a leading batch dim; :meth:`BallBounds.example` picks one).
 
         With ``norm="linf"``, ``eps`` may also be ``[B, d]``: per-coordinate half-widths of a box around each
-        example (input splitting, :mod:`robustmix.certify.splitting`); the Hessian-based fields then hold
-        over that box, and :meth:`BallBounds.example` is not available.
+        example (input splitting, :mod:`robustmix.certify.splitting`); with ``norm="l2"``, a
+        :class:`~robustmix.certify.regions.BoxInBall`: such boxes cut to an l_2 ball. The Hessian-based
+        fields then hold over that region, and :meth:`BallBounds.example` is not available.
         """
         check_choice("norm", norm, ("linf", "l2"))
         check_choice("method", method, ("linear", "interval"))
         linear = method == "linear"
         x0 = xs.reshape(xs.shape[0], -1).to(_F64)
-        eps = torch.as_tensor(eps, dtype=_F64)
-        box = eps.dim() == 2
-        if box and (norm != "linf" or eps.shape != x0.shape):
-            raise ValueError(f"box half-widths must be [B, {self.d}] with norm='linf'; got {tuple(eps.shape)}, {norm}")
-        eps = eps if box else eps.reshape(-1)
-        if x0.shape[1] != self.d or eps.shape[0] != x0.shape[0]:
-            raise ValueError(
-                f"xs must be [B, {self.in_shape}] with one radius per example; got {tuple(xs.shape)} and {eps.shape[0]} radii"
-            )
-        if not bool((torch.isfinite(eps) & (eps >= 0)).all()):
-            raise ValueError(f"eps must be finite and >= 0, got {eps.tolist()}")
-        e = eps if box else eps[:, None]
+        if isinstance(eps, BoxInBall):
+            if norm != "l2" or eps.halves.shape != x0.shape:
+                raise ValueError(f"a BoxInBall needs norm='l2' and [B, {self.d}] boxes; got {tuple(eps.halves.shape)}, {norm}")
+            e = eps
+        else:
+            eps = torch.as_tensor(eps, dtype=_F64)
+            box = eps.dim() == 2
+            if box and (norm != "linf" or eps.shape != x0.shape):
+                raise ValueError(f"box half-widths must be [B, {self.d}] with norm='linf'; got {tuple(eps.shape)}, {norm}")
+            eps = eps if box else eps.reshape(-1)
+            if x0.shape[1] != self.d or eps.shape[0] != x0.shape[0]:
+                raise ValueError(
+                    f"xs must be [B, {self.in_shape}] with one radius per example; got {tuple(xs.shape)} and {eps.shape[0]} radii"
+                )
+            if not bool((torch.isfinite(eps) & (eps >= 0)).all()):
+                raise ValueError(f"eps must be finite and >= 0, got {eps.tolist()}")
+            e = eps if box else eps[:, None]
         n_batch = x0.shape[0]
         outputs = self.stages[-1].W.shape[0]
         rows = (outputs if classes is None else len(classes)) if functionals is None else functionals.shape[0]
@@ -555,8 +564,7 @@ class CompiledNetwork:
         first = self.stages[0]
         assert isinstance(first, _Affine)
         zc = x0 @ first.W.T + first.b
-        rad = reach(first.W, e, norm)
-        zlo, zhi = zc - rad, zc + rad
+        zlo, zhi = ball_min(first.W, first.b, x0, e, norm), ball_max(first.W, first.b, x0, e, norm)
         Jlo = Jhi = first.W.expand(n_batch, *first.W.shape)
         z_at_x = zc
         # per activation: the intervals of σ' and σ'', the J interval of its input, its lines (σ, σ' and, with

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 
 from .._utils.norms import Norm, dual_norm
 from .operators import Operator, apply
+from .regions import BoxInBall
 
 __all__ = [
     "Relaxation", "relax", "relax_slope", "grid", "fit_lines", "softplus_jump", "LinearForm", "product", "scaled_line", "reach",
-    "ball_min", "ball_max", "backward",
+    "ball_min", "ball_max", "backward", "Region",
 ]
 
 #: Below this interval width a unit gets the constant lines (the chord's slope is not accurate there).
@@ -46,6 +47,9 @@ _TINY = 1e-9
 #: Grid cells per unit for the lines of smooth activations: the offsets' error term shrinks as 1 / K².
 _GRID = 8
 _STEPS = torch.arange(_GRID + 1, dtype=torch.float64)
+#: Where bounds hold: a ball of radius ``eps`` (a float or ``[B, 1]``) in the norm given beside it, a box of
+#: half-widths ``[B, d]`` (with ``"linf"``), or a box cut to an l_2 ball (:class:`~.regions.BoxInBall`).
+Region = Tensor | float | BoxInBall
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ class LinearForm:
         c_hi = r.s_hi * torch.where(hi_pos, self.c_hi, self.c_lo) + r.b_hi
         return LinearForm(A_lo, c_lo, A_hi, c_hi)
 
-    def concretize(self, x0: Tensor, eps: Tensor | float, norm: Norm) -> tuple[Tensor, Tensor]:
+    def concretize(self, x0: Tensor, eps: Region, norm: Norm) -> tuple[Tensor, Tensor]:
         """The interval of each row over ``B_p(x0, eps)`` (``eps`` ``[B, 1]`` for a batch): exact for the lines."""
         return ball_min(self.A_lo, self.c_lo, x0, eps, norm), ball_max(self.A_hi, self.c_hi, x0, eps, norm)
 
@@ -227,7 +231,7 @@ class LinearForm:
 
 def product(
     S: LinearForm, s_range: tuple[Tensor, Tensor], V: LinearForm, v_range: tuple[Tensor, Tensor],
-    x0: Tensor, eps: Tensor | float, norm: Norm,
+    x0: Tensor, eps: Region, norm: Norm,
 ) -> tuple[LinearForm, tuple[Tensor, Tensor]]:
     """Linear bounds of the elementwise product ``s ⊙ v`` of two linearly bounded quantities whose values lie
     in the intervals ``s_range``, ``v_range`` on the ball (forms ``[N, n, d]``, intervals ``[N, n]``).
@@ -270,22 +274,30 @@ def scaled_line(form: LinearForm, k: Tensor, upper: bool) -> tuple[Tensor, Tenso
     return k[..., None] * A, k * c
 
 
-def reach(A: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
+def reach(A: Tensor, eps: Region, norm: Norm) -> Tensor:
     """``max |A δ|`` row by row over the ball ``||δ||_p ≤ eps``: ``eps ||A_row||_{p*}`` (``eps`` a float or
-    ``[B, 1]``); over a box of half-widths ``eps`` ``[B, d]`` (l_inf only, ``d > 1``): ``|A_row| · eps``."""
+    ``[B, 1]``); over a box of half-widths ``eps`` ``[B, d]`` (l_inf only, ``d > 1``): ``|A_row| · eps``; an
+    upper bound of it over a :class:`~.regions.BoxInBall`."""
+    if isinstance(eps, BoxInBall):
+        return eps.reach(A)
     if isinstance(eps, Tensor) and eps.dim() == 2 and eps.shape[1] > 1:
         return (A.abs() @ eps[:, :, None])[..., 0] if A.dim() == 3 else eps @ A.abs().T
     return eps * dual_norm(A, norm, batch_dims=None)
 
 
-def ball_min(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
+def ball_min(A: Tensor, c: Tensor, x0: Tensor, eps: Region, norm: Norm) -> Tensor:
     """``min over ||x' - x0||_p ≤ eps`` of ``A x' + c``, row by row: ``A x0 + c - eps ||A_row||_{p*}``
-    (over a box of half-widths ``eps`` ``[B, d]``: see :func:`reach`)."""
+    (over a box of half-widths ``eps`` ``[B, d]``: see :func:`reach`; a lower bound of it over a
+    :class:`~.regions.BoxInBall`, by its dual)."""
+    if isinstance(eps, BoxInBall):
+        return (A @ x0[..., None])[..., 0] + c + eps.lowest(A)
     return (A @ x0[..., None])[..., 0] + c - reach(A, eps, norm)
 
 
-def ball_max(A: Tensor, c: Tensor, x0: Tensor, eps: Tensor | float, norm: Norm) -> Tensor:
-    """``max over the ball`` (or box) of ``A x' + c``, row by row."""
+def ball_max(A: Tensor, c: Tensor, x0: Tensor, eps: Region, norm: Norm) -> Tensor:
+    """``max over the ball`` (or box, or box in a ball) of ``A x' + c``, row by row."""
+    if isinstance(eps, BoxInBall):
+        return (A @ x0[..., None])[..., 0] + c - eps.lowest(-A)
     return (A @ x0[..., None])[..., 0] + c + reach(A, eps, norm)
 
 

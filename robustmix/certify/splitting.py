@@ -10,10 +10,14 @@ ball): a box that fails is cut in two across the coordinate where its width time
 sensitivity is largest, until every box passes or the budget of boxes is spent. The number of boxes
 needed grows quickly with the input dimension, so this pays for inputs of a few dimensions.
 
+For l_2 the bounds on each box are taken over the box cut to the ball (:class:`~.regions.BoxInBall`):
+the box that holds a 10-D ball reaches √10 times farther, so bounds over whole boxes are looser than the
+ball's own until the boxes are small, while bounds over ``box ∩ ball`` never are.
+
 Sound: the boxes always cover the ball (for l_2, boxes that do not meet the ball are dropped), and the
-check on each box is sound for every point of it (linear bounds of g and h over the box, with each
-``w_k`` anywhere in its range on the box: the margin is affine in ``(w_i, w_j)``, so its minimum over
-those ranges is at one of the four corners).
+check on each box is sound for every point of it in the ball (linear bounds of g and h over the box, or
+box ∩ ball, with each ``w_k`` anywhere in its range there: the margin is affine in ``(w_i, w_j)``, so its
+minimum over those ranges is at one of the four corners).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import Tensor
 from .._utils.norms import Norm
 from .bounds import BallBounds, CompiledNetwork, _abs_max, _down
 from .linear import backward, ball_min
+from .regions import BoxInBall
 from .theorems import weight_on_h
 
 __all__ = ["split_margin_check", "corner_rows", "interval_lower"]
@@ -61,7 +66,8 @@ def split_margin_check(
         checked += centres.shape[0]
         if checked > budget:
             return None
-        passed, low, influence = _boxes_pass(g, h, centres, halves, norm, i, others, alpha, eps_c, prob)
+        region = BoxInBall(halves, centre - centres, torch.full((len(centres),), float(eps), dtype=_F64)) if norm == "l2" else halves
+        passed, low, influence = _boxes_pass(g, h, centres, region, norm, i, others, alpha, eps_c, prob)
         if bool(passed.any()):
             lowest = torch.minimum(lowest, low[passed].min(0).values)
         failed = ~passed
@@ -93,13 +99,14 @@ def _meets_l2_ball(centres: Tensor, halves: Tensor, x: Tensor, eps: float) -> Te
 
 
 def _boxes_pass(
-    g: CompiledNetwork, h: CompiledNetwork, centres: Tensor, halves: Tensor, norm: Norm, i: int,
+    g: CompiledNetwork, h: CompiledNetwork, centres: Tensor, region: Tensor | BoxInBall, norm: Norm, i: int,
     others: tuple[int, ...], alpha: float, eps_c: float, prob: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per box: whether the margin against every rival is positive, its lower bounds ``[B, n_rivals]``, and
     how strongly g's and h's outputs can move with each coordinate (summed gradient magnitudes ``[B, d]``)."""
-    gb = g.batch_bounds(centres, halves, "linf", method="linear")
-    hb = h.batch_bounds(centres, halves, "linf", method="linear")
+    space = "l2" if isinstance(region, BoxInBall) else "linf"
+    gb = g.batch_bounds(centres, region, space, method="linear")
+    hb = h.batch_bounds(centres, region, space, method="linear")
     # ||∇f_k||_{p*} of the certificate's norm, bounded on each box from the gradient intervals
     gm, gM, hm, hM = gb.grad_norm_min(norm), gb.grad_norm_max(norm), hb.grad_norm_min(norm), hb.grad_norm_max(norm)
     w_lo, w_hi = weight_on_h(alpha, gm / (hM + eps_c)), weight_on_h(alpha, gM / (hm + eps_c))  # [B, c]
@@ -109,7 +116,7 @@ def _boxes_pass(
     else:
         assert gb.relaxations is not None and hb.relaxations is not None
         form = backward(Cg, g.stages, gb.relaxations) + backward(Ch, h.stages, hb.relaxations)
-        low = _down(ball_min(form.A_lo, form.c_lo, centres, halves, "linf"))
+        low = _down(ball_min(form.A_lo, form.c_lo, centres, region, space))
     per_rival = low.reshape(centres.shape[0], len(others), 4).min(-1).values
     smooth = torch.as_tensor(gb.smooth) & torch.as_tensor(hb.smooth)
     influence = (_abs_max(gb.grad_lo, gb.grad_hi) + _abs_max(hb.grad_lo, hb.grad_hi)).sum(1)
