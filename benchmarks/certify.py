@@ -3,7 +3,8 @@
 For each setting, on the same models and inputs in one run, with ``propagation="interval"`` (the old
 bounds: interval arithmetic and the theorems' conditions), ``"linear"`` (the new ones: linear bound
 propagation for the constants, and linear bounds on the mixture's margin) and, on the MLPs, ``"linear"``
-with input splitting (``split_budget``: the ball covered by up to that many l_inf boxes), prints
+with input splitting (``split_budget``: the ball covered by up to that many l_inf boxes, for l_2 each cut
+to the ball), prints
 
 - the median over the inputs of ``certified radius / attack radius``, where the attack radius is the
   smallest ε at which PGD (200 steps, 8 random restarts, on the margin against every rival) flips the

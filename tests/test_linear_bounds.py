@@ -160,6 +160,15 @@ def test_certified_radii_in_lockstep_equal_certifying_each_example_alone():
         assert together[0].radius == 0 and not together[0].certified
 
 
+def compiled_at_random_point(kind: str, act: type[nn.Module], seed: int):
+    """A random network of ``kind`` compiled, a random input ``x`` ``[1, d]``, and the generator that drew it."""
+    torch.manual_seed(seed)
+    net, shape = _net(kind, act)
+    compiled = compile_network(net, shape)
+    gen = torch.Generator().manual_seed(seed)
+    return net, shape, compiled, torch.randn(1, compiled.d, generator=gen, dtype=F64), gen
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     act=st.sampled_from([nn.Tanh, nn.Softplus, nn.GELU, nn.ELU]),
@@ -168,11 +177,7 @@ def test_certified_radii_in_lockstep_equal_certifying_each_example_alone():
 )
 def test_box_bounds_contain_10000_samples_of_the_box(act, kind, seed):
     # input splitting bounds boxes with a half-width per coordinate (l_inf)
-    torch.manual_seed(seed)
-    net, shape = _net(kind, act)
-    compiled = compile_network(net, shape)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, compiled.d, generator=gen, dtype=F64)
+    net, shape, compiled, x, gen = compiled_at_random_point(kind, act, seed)
     halves = torch.rand(1, compiled.d, generator=gen, dtype=F64) * 0.3
     b = compiled.batch_bounds(x, halves, "linf")
     pts = x + (torch.rand(10_000, compiled.d, generator=gen, dtype=F64) * 2 - 1) * halves

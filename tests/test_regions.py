@@ -21,7 +21,7 @@ from robustmix.certify import certified_radius
 from robustmix.certify.bounds import compile_network
 from tests.test_bounds import values_and_grads
 from tests.test_certify_fuzz import margin_fn, pgd_min_margin
-from tests.test_linear_bounds import _net
+from tests.test_linear_bounds import compiled_at_random_point
 
 BoxInBall = importlib.import_module("robustmix.certify.regions").BoxInBall
 torch.set_num_threads(1)
@@ -122,11 +122,7 @@ def test_bad_regions_are_refused():
     seed=st.integers(0, 10_000),
 )
 def test_box_in_ball_bounds_contain_10000_samples_of_the_region(act, kind, seed):
-    torch.manual_seed(seed)
-    net, shape = _net(kind, act)
-    compiled = compile_network(net, shape)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, compiled.d, generator=gen, dtype=F64)
+    net, shape, compiled, x, gen = compiled_at_random_point(kind, act, seed)
     # a box around x, and a ball whose centre is within the box: their intersection is thick enough to sample
     halves = torch.rand(1, compiled.d, generator=gen, dtype=F64) * 0.2 + 0.05
     offset = (torch.rand(1, compiled.d, generator=gen, dtype=F64) * 2 - 1) * halves
