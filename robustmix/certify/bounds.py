@@ -537,7 +537,7 @@ class CompiledNetwork:
         linear = method == "linear"
         x0 = xs.reshape(xs.shape[0], -1).to(_F64)
         if isinstance(eps, BoxInBall):
-            if norm != "l2" or eps.halves.shape != x0.shape:
+            if norm != "l2" or eps.halves.shape != x0.shape or x0.shape[1] != self.d:
                 raise ValueError(f"a BoxInBall needs norm='l2' and [B, {self.d}] boxes; got {tuple(eps.halves.shape)}, {norm}")
             e = eps
         else:

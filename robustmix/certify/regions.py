@@ -74,14 +74,11 @@ class BoxInBall:
     def reach(self, A: Tensor) -> Tensor:
         """An upper bound of ``max |A δ|`` over the region, row by row: the box's ``|A| h``, or with
         ``|δ| ≤ |o| + |δ - o|``, ``|A| |o| + r ||A_row||_2``, whichever is smaller."""
+        A = A.expand(self.halves.shape[0], *A.shape[-2:]) if A.dim() == 2 else A
         Aa = A.abs()
-        if A.dim() == 2:
-            box, shifted = self.halves @ Aa.T, self.offset.abs() @ Aa.T
-            return torch.minimum(box, shifted + self.radius[:, None] * A.norm(dim=-1))
-        box = (Aa @ self.halves[:, :, None])[..., 0]
-        shifted = (Aa @ self.offset.abs()[:, :, None])[..., 0]
-        return torch.minimum(box, shifted + self.radius[:, None] * A.norm(dim=-1))
-
+        box = (Aa * self.halves[:, None, :]).sum(-1)
+        shifted = (Aa * self.offset.abs()[:, None, :]).sum(-1) + self.radius[:, None] * A.norm(dim=-1)
+        return torch.minimum(box, shifted)
 
 def _dual(A: Tensor, h: Tensor, o: Tensor, r2: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """``L(λ)`` and ``L'(λ)`` (module docstring) for rows ``A`` ``[..., d]`` and ``λ``, ``r2`` ``[...]``."""
@@ -91,8 +88,8 @@ def _dual(A: Tensor, h: Tensor, o: Tensor, r2: Tensor, lam: Tensor) -> tuple[Ten
 
 
 def _best_step(A: Tensor, h: Tensor, o: Tensor, r2: Tensor) -> Tensor:
-    """``μ = 1 / (2λ)`` at the maximiser of ``L`` (rows ``A``, ``h``, ``o`` ``[..., d]``, ``r2`` ``[...]``): the root of ``D(μ) = ||δ - o||² = r²`` with
-    ``δ = clip(o - μ a, -h, h)``.
+    """``μ = 1 / (2λ)`` at the maximiser of ``L`` (rows ``A``, ``h``, ``o`` ``[..., d]``, ``r2`` ``[...]``): the
+    root of ``D(μ) = ||δ - o||² = r²`` with ``δ = clip(o - μ a, -h, h)``.
 
     Coordinate ``k`` is free (inside its bounds) for ``μ`` between ``p_k = (o_k - s_k h_k) / a_k`` and
     ``q_k = (o_k + s_k h_k) / a_k`` (``s = sign a``), and adds ``a_k² μ²`` to ``D`` there; before, it adds
@@ -101,14 +98,13 @@ def _best_step(A: Tensor, h: Tensor, o: Tensor, r2: Tensor) -> Tensor:
     breakpoints (those at ``μ ≤ 0`` folded into the start), ``D`` grows with ``μ``, and the root is exact
     on the segment where ``D`` reaches ``r²``.
     """
-    sh = torch.where(A < 0, -h, h)
-    moving = A != 0
-    ends = torch.cat([o - sh, o + sh], -1)  # where each coordinate enters its bounds, and leaves them
-    a2 = A**2
-    at = torch.where(torch.cat([moving, moving], -1), ends / torch.where(moving, A, 1.0).repeat(1, 2), torch.inf)
-    before, after = (o.abs() - h).clamp(min=0) ** 2, ends[..., o.shape[-1]:] ** 2
     d = A.shape[-1]
+    sh = torch.where(A < 0, -h, h)
+    moving = torch.cat([A != 0] * 2, -1)
+    ends = torch.cat([o - sh, o + sh], -1)  # where each coordinate enters its bounds, and leaves them
+    at = torch.where(moving, ends / torch.where(moving, torch.cat([A] * 2, -1), 1.0), torch.inf)
     enter, leave = at[..., :d], at[..., d:]
+    a2, before, after = A**2, (o.abs() - h).clamp(min=0) ** 2, ends[..., d:] ** 2
     # the state just after μ = 0; only breakpoints at μ > 0 change it
     C0 = torch.where(enter > 0, before, 0.0).sum(-1) + torch.where(leave <= 0, after, 0.0).sum(-1)
     S0 = torch.where((enter <= 0) & (leave > 0), a2, 0.0).sum(-1)
