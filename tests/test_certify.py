@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -172,3 +173,19 @@ def test_knn_gap_condition_1d():
     # the vote-level condition: both neighbours share a label, so it never changes
     same = KNNClassifier(torch.tensor([[0.0], [1.0]], dtype=F64), torch.tensor([1, 1]), k=1, num_classes=2)
     assert knn_constant_on_ball(same, x, 5.0, "linf")
+
+
+@pytest.mark.parametrize("rows", [None, [4, 0, 2]])
+def test_output_gradients_by_repeated_inputs_equal_autograds_jacobian(rows, monkeypatch):
+    # one backward pass per chunk of rows (the input repeated per row); a chunk smaller than the rows
+    # makes the test cross a chunk boundary
+    radius = importlib.import_module("robustmix.certify.radius")
+    monkeypatch.setattr(radius, "_GRADIENT_ROWS_PER_PASS", 2)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 5)).double().eval()
+    pts = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    out, grads = radius._outputs_and_gradients(net, pts, rows)
+    torch.testing.assert_close(out, net(pts))
+    for n in range(3):
+        jac = torch.autograd.functional.jacobian(lambda z: net(z[None])[0], pts[n]).reshape(5, -1)
+        torch.testing.assert_close(grads[n], jac if rows is None else jac[rows])

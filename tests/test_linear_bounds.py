@@ -46,6 +46,25 @@ def test_activation_lines_contain_10000_points_of_each_interval(act):
     assert (y <= r.s_hi * z + r.b_hi + slack).all()
 
 
+def test_elu_units_on_its_identity_stretch_get_exact_lines_and_the_others_their_own_fit():
+    # ELU is z on [0, ∞): those units skip the grid fit; the rest must get the lines fitted on them alone
+    layer = nn.ELU()
+    lo, hi, _ = _intervals_and_points(seed=2)
+    straight = lo >= 0
+    assert 0 < int(straight.sum()) < len(lo)
+    values, slopes, d2, kink = activation_ranges(layer, lo, hi)
+    lines = relax(layer, lo, hi, values, d2, kink), slope_lines(layer, lo, hi, slopes, kink)
+    c = ~straight
+    alone = (
+        relax(layer, lo[c], hi[c], (values[0][c], values[1][c]), (d2[0][c], d2[1][c]), kink[c]),
+        slope_lines(layer, lo[c], hi[c], (slopes[0][c], slopes[1][c]), kink[c]),
+    )
+    for r, own, exact in zip(lines, alone, ((1.0, 0.0, 1.0, 0.0), (0.0, 1.0, 0.0, 1.0)), strict=True):
+        for name, value in zip(("s_lo", "b_lo", "s_hi", "b_hi"), exact, strict=True):
+            assert (getattr(r, name)[straight] == value).all()
+            assert torch.equal(getattr(r, name)[c], getattr(own, name))
+
+
 def _net(kind: str, act: type[nn.Module]) -> tuple[nn.Module, tuple[int, ...]]:
     if kind == "mlp":
         return nn.Sequential(nn.Linear(4, 8), act(), nn.Linear(8, 8), act(), nn.Linear(8, 3)).to(F64).eval(), (4,)

@@ -29,6 +29,8 @@ RUNS = {
     "conv": (lambda: [nn.Conv2d(2, 4, 3, padding=1)], (2, 6, 6)),
     "strided, dilated, grouped": (lambda: [nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)], (4, 7, 7)),
     "pool then conv": (lambda: [nn.AvgPool2d(2), nn.Conv2d(3, 5, 3, padding=1)], (3, 8, 8)),
+    # windows that leave rows and columns out, a rectangular window, a divisor of its own
+    "uneven pool then conv": (lambda: [nn.AvgPool2d((2, 3), divisor_override=4), nn.Conv2d(3, 2, 2)], (3, 7, 8)),
     # below, |W| is not the layers with absolute weights (paths through the layers meet: overlapping pools,
     # two convolutions in a row, pooled convolution outputs mixed by a linear layer)
     "overlapping pool then conv": (lambda: [nn.AvgPool2d(3, stride=1, padding=1), nn.Conv2d(2, 3, 3)], (2, 6, 6)),
@@ -37,7 +39,7 @@ RUNS = {
         lambda: [nn.Conv2d(2, 3, 3), _bn(3), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)], (2, 6, 6)
     ),
 }
-EXACT_ABS = ("conv", "strided, dilated, grouped", "pool then conv")
+EXACT_ABS = ("conv", "strided, dilated, grouped", "pool then conv", "uneven pool then conv")
 
 
 def _jacobian(run: list[nn.Module], shape: tuple[int, ...]) -> Tensor:

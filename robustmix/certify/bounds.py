@@ -62,6 +62,7 @@ from .linear import (
     backward,
     ball_max,
     ball_min,
+    fit_off_identity,
     grid,
     reach,
     relax,
@@ -235,10 +236,14 @@ def slope_lines(layer: nn.Module, lo: Tensor, hi: Tensor, slopes: tuple[Tensor, 
     """Lines below and above σ' on each unit's ``[lo, hi]`` (:func:`robustmix.certify.linear.relax_slope`),
     with σ'' bounded cell by cell; ``slopes``, ``kink``: the range of σ' and the kinks from
     :func:`activation_ranges` (constant lines where σ' jumps)."""
-    z = grid(lo, hi)
-    _, _, cell_d2, cell_kink = activation_ranges(layer, z[..., :-1], z[..., 1:])
-    flat = kink | cell_kink.any(-1) | (hi - lo < 1e-9)
-    return relax_slope(activation_slope(layer), z, cell_d2, slopes, flat, softplus_jump(layer, order=1))
+
+    def curved(lo: Tensor, hi: Tensor, s_lo: Tensor, s_hi: Tensor, kink: Tensor) -> Relaxation:
+        z = grid(lo, hi)
+        _, _, cell_d2, cell_kink = activation_ranges(layer, z[..., :-1], z[..., 1:])
+        flat = kink | cell_kink.any(-1) | (hi - lo < 1e-9)
+        return relax_slope(activation_slope(layer), z, cell_d2, (s_lo, s_hi), flat, softplus_jump(layer, order=1))
+
+    return fit_off_identity(layer, lo, (0.0, 1.0, 0.0, 1.0), curved, lo, hi, *slopes, kink)
 
 
 Ranges = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]

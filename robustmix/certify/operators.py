@@ -6,7 +6,7 @@ convolution merged with its neighbours into one matrix loses its structure, thou
 ``AvgPool2d`` + ``Conv2d`` run is a dense ``[1024, 2048]`` matrix (16 MB read per product) for 18,432
 weights. :class:`LayerMap` applies such a run through the layers themselves instead (bias-free copies in
 float64; ``|W|`` through copies with absolute weights; transposes layer by layer, by transposed
-convolutions and vector-Jacobian products), several times faster on CPU. The matrix is still built once,
+convolutions, tiling pools spread back over their windows, and vector-Jacobian products), several times faster on CPU. The matrix is still built once,
 at compile time, to check that the layers give the same operators.
 """
 
@@ -58,18 +58,40 @@ class LayerMap:
 
 def _layer_transpose(layer: nn.Module, Y: Tensor, in_shape: tuple[int, ...]) -> Tensor:
     """The transpose of one bias-free linear layer applied to ``Y`` ``[N, ...]``, giving ``[N, *in_shape]``:
-    a transposed convolution for ``Conv2d`` (zero padding), else the layer's vector-Jacobian product."""
+    a transposed convolution for ``Conv2d`` (zero padding), each output spread back over its window for an
+    ``AvgPool2d`` whose windows tile the input, else the layer's vector-Jacobian product."""
     N = Y.shape[0]
     if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
         Y = Y.reshape(N, layer.out_channels, *_spatial(layer, in_shape))
         return torch.nn.grad.conv2d_input(
             (N, *in_shape), layer.weight, Y, layer.stride, layer.padding, layer.dilation, layer.groups
         )
+    if _tiles(layer):
+        return _pool_transpose(layer, Y, in_shape)
     X = torch.zeros(N, *in_shape, dtype=Y.dtype, requires_grad=True)
     with torch.enable_grad():
         out = layer(X)
         (grad,) = torch.autograd.grad(out, X, Y.reshape(out.shape))
     return grad
+
+
+def _tiles(layer: nn.Module) -> bool:
+    """Whether ``layer`` is an ``AvgPool2d`` whose windows do not overlap and need no padding."""
+    if not isinstance(layer, nn.AvgPool2d):
+        return False
+    pair = torch.nn.modules.utils._pair
+    return pair(layer.kernel_size) == pair(layer.stride) and pair(layer.padding) == (0, 0) and not layer.ceil_mode
+
+
+def _pool_transpose(pool: nn.AvgPool2d, Y: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+    """The transpose of a tiling average pool: each output's value over its ``kh x kw`` window, divided by
+    the window's divisor; the rows and columns the windows leave out get 0."""
+    kh, kw = torch.nn.modules.utils._pair(pool.kernel_size)
+    C, H, W = in_shape
+    N, Ho, Wo = Y.shape[0], H // kh, W // kw
+    Y = Y.reshape(N, C, Ho, 1, Wo, 1) / (pool.divisor_override or kh * kw)
+    spread = Y.expand(N, C, Ho, kh, Wo, kw).reshape(N, C, Ho * kh, Wo * kw)
+    return torch.nn.functional.pad(spread, (0, W - Wo * kw, 0, H - Ho * kh))
 
 
 def _spatial(conv: nn.Conv2d, in_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -175,14 +175,8 @@ class _Model:
         self.grad_norm_x = dual_norm(grads[0], norm, batch_dims=None)
 
     def _values_grads(self, pts: Tensor) -> tuple[Tensor, Tensor]:
-        pts = pts.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.fn(pts)
-            grads = torch.stack(
-                [torch.autograd.grad(out[:, k].sum(), pts, retain_graph=True)[0].flatten(1) for k in range(out.shape[1])],
-                dim=1,
-            )
-        return out.detach()[0] if pts.shape[0] == 1 else out.detach(), grads
+        out, grads = _outputs_and_gradients(self.fn, pts)
+        return out[0] if pts.shape[0] == 1 else out, grads
 
     def stats(self, eps: float) -> _Stats | None:
         if self.net is not None:
@@ -739,16 +733,38 @@ def _first_order_end(model: CertifiableMixin, x: Tensor, i: int, others) -> floa
     """Twice the first-order distance ``min_j margin_j / ||∇ margin_j||_{p*}`` to the nearest decision
     boundary of the mixture at ``x`` (inf where every margin's gradient is 0)."""
     dtype = next((p.dtype for p in model.g.parameters()), x.dtype)
-    xg = x.to(dtype).clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = model(xg)[0]
-        dists = []
-        for j in others:
-            (grad,) = torch.autograd.grad(out[i] - out[j], xg, retain_graph=True)
-            gn = float(dual_norm(grad.reshape(1, -1), model.norm, batch_dims=None)[0])
-            margin = float((out[i] - out[j]).detach())
-            dists.append(margin / gn if gn > 0 else math.inf)
+    rows = [i, *others]
+    out, grads = _outputs_and_gradients(model, x.to(dtype), rows)
+    margins = out[0, i] - out[0, list(others)]
+    norms = dual_norm(grads[0, :1] - grads[0, 1:], model.norm, batch_dims=None)
+    dists = [float(m / n) if n > 0 else math.inf for m, n in zip(margins, norms, strict=True)]
     return 2 * min(dists)
+
+
+#: Output gradients taken per backward pass by :func:`_outputs_and_gradients` (the input is repeated as
+#: many times, so this bounds the memory of one pass).
+_GRADIENT_ROWS_PER_PASS = 16
+
+
+def _outputs_and_gradients(fn: Any, pts: Tensor, rows: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """``fn``'s outputs ``[N, c]`` at ``pts`` ``[N, ...]`` and the input gradients of the outputs ``rows``
+    (default all) ``[N, len(rows), prod(...)]``: each point repeated once per row, the copy for row ``k``
+    differentiated for output ``k``, so one backward pass gives up to ``_GRADIENT_ROWS_PER_PASS`` rows
+    (``fn`` must treat the examples of a batch independently, as a model in eval mode does)."""
+    pts = pts.detach()
+    N = pts.shape[0]
+    with torch.no_grad():
+        out = fn(pts)
+    rows = list(range(out.shape[1])) if rows is None else list(rows)
+    blocks = []
+    for start in range(0, len(rows), _GRADIENT_ROWS_PER_PASS):
+        part = rows[start : start + _GRADIENT_ROWS_PER_PASS]
+        copies = pts.repeat_interleave(len(part), 0).requires_grad_(True)
+        with torch.enable_grad():
+            picked = fn(copies).reshape(N, len(part), -1)[:, torch.arange(len(part)), part]
+            (grad,) = torch.autograd.grad(picked.sum(), copies)
+        blocks.append(grad.reshape(N, len(part), -1))
+    return out.detach(), torch.cat(blocks, 1)
 
 
 def _t2(sg: _Stats | None, sh: _Stats | None, R: Tensor, k: int) -> Theorem2Constants:
