@@ -177,10 +177,10 @@ def test_knn_gap_condition_1d():
 
 @pytest.mark.parametrize("rows", [None, [4, 0, 2]])
 def test_output_gradients_by_repeated_inputs_equal_autograds_jacobian(rows, monkeypatch):
-    # one backward pass per chunk of rows (the input repeated per row); a chunk smaller than the rows
-    # makes the test cross a chunk boundary
+    # one backward pass per chunk of rows (the input repeated per row): with 3 points and 6 inputs a pass,
+    # 2 rows a chunk, so the test crosses chunk boundaries
     radius = importlib.import_module("robustmix.certify.radius")
-    monkeypatch.setattr(radius, "_GRADIENT_ROWS_PER_PASS", 2)
+    monkeypatch.setattr(radius, "_GRADIENT_ROWS_PER_PASS", 6)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 5)).double().eval()
     pts = torch.randn(3, 1, 4, 4, dtype=torch.float64)

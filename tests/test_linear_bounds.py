@@ -65,6 +65,20 @@ def test_elu_units_on_its_identity_stretch_get_exact_lines_and_the_others_their_
             assert torch.equal(getattr(r, name)[c], getattr(own, name))
 
 
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_elu_slope_lines_at_zero_take_torchs_slope_alpha(alpha):
+    # at z = 0 itself torch's ELU has slope α: a unit whose interval is [0, 0] is not on the identity
+    # stretch of σ' (found by review: the lines said 1 there)
+    layer = nn.ELU(alpha=alpha)
+    lo = hi = torch.zeros(3, dtype=F64)
+    _, slopes, _, kink = activation_ranges(layer, lo, hi)
+    r = slope_lines(layer, lo, hi, slopes, kink)
+    z = torch.zeros(3, dtype=F64, requires_grad=True)
+    (y,) = torch.autograd.grad(layer(z).sum(), z)
+    assert bool((~kink).all())
+    assert (r.s_lo * 0 + r.b_lo <= y).all() and (y <= r.s_hi * 0 + r.b_hi).all()
+
+
 def _net(kind: str, act: type[nn.Module]) -> tuple[nn.Module, tuple[int, ...]]:
     if kind == "mlp":
         return nn.Sequential(nn.Linear(4, 8), act(), nn.Linear(8, 8), act(), nn.Linear(8, 3)).to(F64).eval(), (4,)

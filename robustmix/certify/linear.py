@@ -95,8 +95,11 @@ def relax(
 
 
 def identity_units(layer: nn.Module, lo: Tensor) -> Tensor:
-    """The units on whose interval (lower end ``lo``) the activation is the identity: ELU's with ``l ≥ 0``."""
-    return lo >= 0 if isinstance(layer, nn.ELU) else torch.zeros_like(lo, dtype=torch.bool)
+    """The units on whose interval (lower end ``lo``) the activation and its slope are those of the identity:
+    ELU's with ``l ≥ 0``, or ``l > 0`` where ``α ≠ 1`` (torch's ELU has slope α at 0 itself)."""
+    if not isinstance(layer, nn.ELU):
+        return torch.zeros_like(lo, dtype=torch.bool)
+    return lo >= 0 if float(layer.alpha) == 1.0 else lo > 0
 
 
 def fit_off_identity(

@@ -741,24 +741,25 @@ def _first_order_end(model: CertifiableMixin, x: Tensor, i: int, others) -> floa
     return 2 * min(dists)
 
 
-#: Output gradients taken per backward pass by :func:`_outputs_and_gradients` (the input is repeated as
-#: many times, so this bounds the memory of one pass).
+#: Inputs one backward pass of :func:`_outputs_and_gradients` may take: ``N`` points repeated once per row,
+#: so at most ``max(1, this // N)`` rows per pass (the memory of one pass stays that of ``N`` points or of
+#: this many).
 _GRADIENT_ROWS_PER_PASS = 16
 
 
 def _outputs_and_gradients(fn: Any, pts: Tensor, rows: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """``fn``'s outputs ``[N, c]`` at ``pts`` ``[N, ...]`` and the input gradients of the outputs ``rows``
     (default all) ``[N, len(rows), prod(...)]``: each point repeated once per row, the copy for row ``k``
-    differentiated for output ``k``, so one backward pass gives up to ``_GRADIENT_ROWS_PER_PASS`` rows
-    (``fn`` must treat the examples of a batch independently, as a model in eval mode does)."""
+    differentiated for output ``k``, so one backward pass gives several rows (``_GRADIENT_ROWS_PER_PASS``;
+    ``fn`` must treat the examples of a batch independently, as a model in eval mode does)."""
     pts = pts.detach()
     N = pts.shape[0]
     with torch.no_grad():
         out = fn(pts)
     rows = list(range(out.shape[1])) if rows is None else list(rows)
-    blocks = []
-    for start in range(0, len(rows), _GRADIENT_ROWS_PER_PASS):
-        part = rows[start : start + _GRADIENT_ROWS_PER_PASS]
+    blocks, per_pass = [], max(1, _GRADIENT_ROWS_PER_PASS // N)
+    for start in range(0, len(rows), per_pass):
+        part = rows[start : start + per_pass]
         copies = pts.repeat_interleave(len(part), 0).requires_grad_(True)
         with torch.enable_grad():
             picked = fn(copies).reshape(N, len(part), -1)[:, torch.arange(len(part)), part]
