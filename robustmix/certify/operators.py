@@ -6,8 +6,9 @@ convolution merged with its neighbours into one matrix loses its structure, thou
 ``AvgPool2d`` + ``Conv2d`` run is a dense ``[1024, 2048]`` matrix (16 MB read per product) for 18,432
 weights. :class:`LayerMap` applies such a run through the layers themselves instead (bias-free copies in
 float64; ``|W|`` through copies with absolute weights; transposes layer by layer, by transposed
-convolutions, tiling pools spread back over their windows, and vector-Jacobian products), several times faster on CPU. The matrix is still built once,
-at compile time, to check that the layers give the same operators.
+convolutions, tiling pools spread back over their windows, and vector-Jacobian products), several times
+faster on CPU. The matrix is still built once, at compile time, to check that the layers give the same
+operators.
 """
 
 from __future__ import annotations

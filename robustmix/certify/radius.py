@@ -48,7 +48,7 @@ import copy
 import math
 import operator
 import weakref
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -747,7 +747,7 @@ def _first_order_end(model: CertifiableMixin, x: Tensor, i: int, others) -> floa
 _GRADIENT_ROWS_PER_PASS = 16
 
 
-def _outputs_and_gradients(fn: Any, pts: Tensor, rows: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+def _outputs_and_gradients(fn: Callable[[Tensor], Tensor], pts: Tensor, rows: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """``fn``'s outputs ``[N, c]`` at ``pts`` ``[N, ...]`` and the input gradients of the outputs ``rows``
     (default all) ``[N, len(rows), prod(...)]``: each point repeated once per row, the copy for row ``k``
     differentiated for output ``k``, so one backward pass gives several rows (``_GRADIENT_ROWS_PER_PASS``;

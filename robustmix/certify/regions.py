@@ -80,6 +80,7 @@ class BoxInBall:
         shifted = (Aa * self.offset.abs()[:, None, :]).sum(-1) + self.radius[:, None] * A.norm(dim=-1)
         return torch.minimum(box, shifted)
 
+
 def _dual(A: Tensor, h: Tensor, o: Tensor, r2: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """``L(λ)`` and ``L'(λ)`` (module docstring) for rows ``A`` ``[..., d]`` and ``λ``, ``r2`` ``[...]``."""
     delta = _clip(o - A / (2 * lam[..., None]), h)
